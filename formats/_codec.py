@@ -1,0 +1,212 @@
+"""Runtime support for the generated codecs: checksums, bulk integer arrays, strings, errors.
+
+Generated modules import only this module, `errors` and the standard library.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from array import array
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import crc32c as _crc32c
+
+from .errors import BuildError, CorruptError, TruncatedError, ValidationError
+
+__all__ = [
+    "BuildError", "Buffer", "CHECKSUMS", "CorruptError", "FieldInfo", "TruncatedError",
+    "ValidationError", "bits_fit", "check_contents", "checksum_with_zeroed", "crc32",
+    "crc32c", "decode_str", "decode_strz", "encode_str", "enum_or_int", "fixed_bytes",
+    "int_array", "int_array_bytes", "int_list_array", "invalid", "need", "need_until",
+    "ones_complement_sum", "padded", "present",
+]
+
+Buffer = bytes | bytearray | memoryview
+
+_E = TypeVar("_E")
+
+_LITTLE_HOST = sys.byteorder == "little"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """One row of a type's field table, for dissection."""
+
+    name: str
+    offset: int | None  # from the start of the structure; None when it depends on data
+    size: int | None  # bytes; None when it depends on data; bit fields give their byte span
+    doc: str
+    orig_id: str | None = None
+    enum: str | None = None
+    bits: tuple[int, int] | None = None  # (first bit, width) for bit fields
+
+
+# -- checksums -----------------------------------------------------------------------------
+
+
+def ones_complement_sum(data: Buffer) -> int:
+    """VHD checksum: one's complement of the 32-bit byte sum."""
+    return ~sum(data) & 0xFFFFFFFF
+
+
+def crc32c(data: Buffer) -> int:
+    """CRC-32C (Castagnoli), C-backed."""
+    return _crc32c.crc32c(data)
+
+
+def crc32(data: Buffer) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+CHECKSUMS: dict[str, Callable[[Buffer], int]] = {
+    "ones-complement-sum": ones_complement_sum,
+    "crc32c": crc32c,
+    "crc32": crc32,
+}
+
+
+def checksum_with_zeroed(
+    algorithm: str, buf: Buffer, offset: int, length: int, field_at: int, field_size: int
+) -> int:
+    """Checksum of buf[offset:offset+length] with the checksum field's bytes taken as zero."""
+    need(buf, offset, length, "checksum")
+    data = bytearray(buf[offset : offset + length])
+    data[field_at : field_at + field_size] = bytes(field_size)
+    return CHECKSUMS[algorithm](data)
+
+
+# -- bounds --------------------------------------------------------------------------------
+
+
+def need(buf: Buffer, offset: int, size: int, path: str) -> None:
+    """Raise TruncatedError unless buf holds `size` bytes at `offset`."""
+    if size < 0 or offset < 0 or offset + size > len(buf):
+        raise TruncatedError(
+            f"needs {size} bytes, only {max(0, len(buf) - offset)} available",
+            offset=offset,
+            path=path,
+        )
+
+
+def need_until(end: int, offset: int, size: int, path: str) -> None:
+    """Like need(), against the end of the current (sub)stream."""
+    if size < 0 or offset + size > end:
+        raise TruncatedError(
+            f"needs {size} bytes, only {max(0, end - offset)} available",
+            offset=offset,
+            path=path,
+        )
+
+
+# -- integers, arrays, enums -----------------------------------------------------------------
+
+_ARRAY_CODES: dict[tuple[int, bool], str] = {}
+for _code in "bBhHiIlLqQ":
+    _ARRAY_CODES.setdefault((array(_code).itemsize, _code.islower()), _code)
+
+
+def int_array(buf: Buffer, offset: int, count: int, width: int, signed: bool, big: bool,
+              path: str) -> array[int]:
+    """Decode `count` integers of `width` bytes in one call (no per-entry Python loop)."""
+    size = count * width
+    need(buf, offset, size, path)
+    out = array(_ARRAY_CODES[(width, signed)])
+    out.frombytes(buf[offset : offset + size])
+    if width > 1 and big == _LITTLE_HOST:
+        out.byteswap()
+    return out
+
+
+def int_array_bytes(values: array[int] | list[int], width: int, signed: bool, big: bool) -> bytes:
+    """Encode integers as `width`-byte values, in one call where possible."""
+    arr = values if isinstance(values, array) else array(_ARRAY_CODES[(width, signed)], values)
+    if arr.itemsize != width:
+        arr = array(_ARRAY_CODES[(width, signed)], arr)
+    if width > 1 and big == _LITTLE_HOST:
+        arr = array(arr.typecode, arr)
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def present(value: _E | None, path: str) -> _E:
+    """The value of a conditional field that an expression needs; absent means corrupt."""
+    if value is None:
+        raise CorruptError("field is absent but needed", path=path)
+    return value
+
+
+def enum_or_int(mapping: Mapping[int, _E], value: int) -> _E | int:
+    """An enum member for known values; unknown values stay plain ints (never an error)."""
+    return mapping.get(value, value)
+
+
+# -- strings and bytes ---------------------------------------------------------------------
+
+_CODECS = {"ASCII": "ascii", "UTF-8": "utf-8", "UTF-16LE": "utf-16-le", "UTF-16BE": "utf-16-be"}
+
+
+def _errors_for(codec: str) -> str:
+    # Both choices round-trip any byte string exactly.
+    return "surrogatepass" if codec.startswith("utf-16") else "surrogateescape"
+
+
+def decode_str(data: Buffer, encoding: str) -> str:
+    codec = _CODECS[encoding]
+    return bytes(data).decode(codec, _errors_for(codec))
+
+
+def encode_str(value: str, encoding: str) -> bytes:
+    codec = _CODECS[encoding]
+    return value.encode(codec, _errors_for(codec))
+
+
+def decode_strz(data: Buffer, encoding: str) -> str:
+    """Decode up to the first NUL terminator (a 2-byte one for UTF-16)."""
+    raw = bytes(data)
+    codec = _CODECS[encoding]
+    unit = 2 if codec.startswith("utf-16") else 1
+    for i in range(0, len(raw) - unit + 1, unit):
+        if raw[i : i + unit] == bytes(unit):
+            raw = raw[:i]
+            break
+    return raw.decode(codec, _errors_for(codec))
+
+
+def fixed_bytes(value: bytes, size: int, path: str) -> bytes:
+    """Check a byte field's length before it is written."""
+    if len(value) != size:
+        raise BuildError(f"{path}: expected {size} bytes, got {len(value)}")
+    return value
+
+
+def padded(value: bytes, size: int, path: str) -> bytes:
+    """Pad an encoded string with NULs to its field size."""
+    if len(value) > size:
+        raise BuildError(f"{path}: {len(value)} bytes do not fit in {size}")
+    return value + bytes(size - len(value))
+
+
+def check_contents(buf: Buffer, offset: int, expected: bytes, path: str) -> bytes:
+    need(buf, offset, len(expected), path)
+    got = bytes(buf[offset : offset + len(expected)])
+    if got != expected:
+        raise ValidationError(f"expected {expected!r}, got {got!r}", offset=offset, path=path)
+    return got
+
+
+def invalid(path: str, offset: int, value: object, rule: str) -> ValidationError:
+    return ValidationError(f"value {value!r} breaks rule {rule}", offset=offset, path=path)
+
+
+def bits_fit(value: int, width: int, path: str) -> int:
+    """Check that a bit field's value fits its width before it is packed."""
+    if not 0 <= value < (1 << width):
+        raise BuildError(f"{path}: {value} does not fit in {width} bits")
+    return value
+
+
+def int_list_array(values: tuple[int, ...] | list[int], width: int, signed: bool) -> array[int]:
+    return array(_ARRAY_CODES[(width, signed)], values)
