@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from diskspec.formats.errors import DiskspecError
 
-from .expr import EnumLit, ExprError, Node, Str, parse_expr, walk
+from .expr import EnumLit, ExprError, Name, Node, parse_expr, walk
 from .ir import Attribute, Checksum, EnumDef, Instance, Param, Spec, TypeDef, Valid
 
 
@@ -500,24 +501,26 @@ class _Builder:
 
     def check_bit_runs(self, tdef: TypeDef, ypath: str) -> None:
         run = 0
+        last: Attribute | None = None
         for attr in tdef.seq:
             if attr.kind == "bits":
                 if attr.repeat or attr.cond is not None:
-                    raise self.err(self.raw_types[tdef.path], "seq", ypath,
-                                   f"bit field {attr.id!r} cannot repeat or be conditional")
+                    raise self.ctx.error(attr.line, f"{ypath}/seq/{attr.id}",
+                                         "a bit field cannot repeat or be conditional")
                 run += attr.width
+                last = attr
                 continue
             if run % 8:
-                raise self.err(self.raw_types[tdef.path], "seq", f"{ypath}/seq/{attr.id}",
-                               "a run of bit fields must end on a byte boundary")
+                raise self.ctx.error(attr.line, f"{ypath}/seq/{attr.id}",
+                                     "a run of bit fields must end on a byte boundary")
             run = 0
-        if run % 8:
-            raise self.err(self.raw_types[tdef.path], "seq", f"{ypath}/seq",
-                           "a run of bit fields must end on a byte boundary")
+        if run % 8 and last is not None:
+            raise self.ctx.error(last.line, f"{ypath}/seq/{last.id}",
+                                 "a run of bit fields must end on a byte boundary")
         bits = [a for a in tdef.seq if a.kind == "bits"]
         if bits and len({a.big for a in bits}) > 1:
-            raise self.err(self.raw_types[tdef.path], "seq", ypath,
-                           "mixed bit endianness in one type is not supported")
+            raise self.ctx.error(bits[0].line, f"{ypath}/seq/{bits[0].id}",
+                                 "mixed bit endianness in one type is not supported")
 
     def checksum(self, tdef: TypeDef, node: _Map, ypath: str) -> None:
         spec = node.get("-checksum")
@@ -540,22 +543,23 @@ class _Builder:
             covers=None if covers == "whole" else self.expr(spec, "covers", covers, f"{cpath}/covers"))
 
     def check_names(self, tdef: TypeDef, ypath: str) -> None:
-        known = {a.id for a in tdef.seq} | {i.id for i in tdef.instances} | {p.id for p in tdef.params}
-        known |= {"_parent", "_root", "_io", "_index", "_"}
-        node = self.raw_types[tdef.path]
-        exprs: list[Node] = []
-        for a in tdef.seq + [i.attr for i in tdef.instances if i.attr is not None]:
-            exprs += [n for n in (a.size, a.repeat_expr, a.cond) if n is not None]
-        exprs += [i.value for i in tdef.instances if i.value is not None]
-        exprs += [i.pos for i in tdef.instances if i.pos is not None]
-        for e in exprs:
-            for n in walk(e):
-                if isinstance(n, Str):
-                    continue
-                name = getattr(n, "name", None)
-                if type(n).__name__ == "Name" and name not in known:
-                    raise self.err(node, None, ypath, f"expression uses unknown name {name!r}")
-
+        known = {a.id for a in tdef.seq} | {i.id for i in tdef.instances}
+        known |= {p.id for p in tdef.params} | {"_parent", "_root", "_io", "_index", "_"}
+        located: list[tuple[int, str, Node]] = []
+        for a in tdef.seq:
+            located += [(a.line, f"{ypath}/seq/{a.id}", n)
+                        for n in (a.size, a.repeat_expr, a.cond, *a.args) if n is not None]
+        for inst in tdef.instances:
+            where = (inst.line, f"{ypath}/instances/{inst.id}")
+            located += [(*where, n) for n in (inst.value, inst.pos) if n is not None]
+            if inst.attr is not None:
+                a = inst.attr
+                located += [(*where, n) for n in (a.size, a.repeat_expr, a.cond, *a.args)
+                            if n is not None]
+        for line, path, expr in located:
+            for n in walk(expr):
+                if isinstance(n, Name) and n.name not in known:
+                    raise self.ctx.error(line, path, f"expression uses unknown name {n.name!r}")
 
 
 def _doc_ref(value: Any) -> str:

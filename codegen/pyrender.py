@@ -49,6 +49,7 @@ class TypePlan:
     methods: list[list[str]] = field(default_factory=list)  # each a method's source lines
     ctx_slots: bool = False
     io_slots: bool = False
+    raw_slots: list[str] = field(default_factory=list)  # strz fields that keep their raw bytes
     struct_def: str | None = None  # module-level Struct for the fast path
 
 
@@ -320,6 +321,8 @@ class Renderer:
                                                    "str": "''"}[p.ptype]))
         for a in tdef.seq:
             plan.columns.append(Column(a.id, self.annotation(a), self.default(a)))
+        plan.raw_slots = [a.id for a in tdef.seq
+                          if a.kind == "strz" and a.repeat is None and a.size is not None]
         plan.field_rows = self.field_rows(tdef)
         flat = self.is_flat(tdef.path)
         if flat:
@@ -359,8 +362,9 @@ class Renderer:
             bits: tuple[int, int] | None = None) -> str:
         enum = "::".join(a.enum) if a.enum else None
         doc = " ".join(a.doc.split())
+        rule = "; ".join(text for _, text in self.valid_rules(a, "_")) if a.valid else None
         return (f"_codec.FieldInfo({a.id!r}, {offset!r}, {size!r}, {doc!r}, "
-                f"{a.orig_id!r}, {enum!r}, {bits!r})")
+                f"{a.orig_id!r}, {enum!r}, {bits!r}, {a.contents!r}, {rule!r})")
 
     # -- fast path --------------------------------------------------------------------------
 
@@ -676,8 +680,11 @@ class Renderer:
                 raw = f"_codec.decode_strz(buf[pos:pos + _sz], {a.encoding!r})"
             lines += [f"_sz = {size}",
                       f"_codec.need_until(io_end, pos, _sz, {path!r})",
-                      f"{var} = {raw}",
-                      "pos += _sz"]
+                      f"{var} = {raw}"]
+            if a.kind == "strz" and a.repeat is None and a.size is not None and var != "_result":
+                # keep the bytes after the terminator so build() can reproduce them
+                lines.append(f"self._raw_{a.id} = bytes(buf[pos:pos + _sz])")
+            lines.append("pos += _sz")
         if a.valid is not None:
             lines += self.valid_checks(tdef, a, var, "_start", path)
         return lines
@@ -694,12 +701,20 @@ class Renderer:
         return name
 
     def valid_checks(self, tdef: TypeDef, a: Attribute, var: str, off: str, path: str) -> list[str]:
+        out: list[str] = []
+        for cond, text in self.valid_rules(a, var, tdef):
+            out += [f"if not ({cond}):",
+                    f"    raise _codec.invalid({path!r}, {off}, {var}, {text!r})"]
+        return out
+
+    def valid_rules(self, a: Attribute, var: str, tdef: TypeDef | None = None
+                    ) -> list[tuple[str, str]]:
+        """(Python condition, rule as the spec writes it) for each `valid` rule of `a`."""
         v = a.valid
         assert v is not None
-        out: list[str] = []
 
         def expr(n: Node) -> str:
-            return self.py(n, tdef, underscore=var)
+            return self.py(n, tdef, underscore=var) if tdef is not None else self.src(n)
 
         rules: list[tuple[str, str]] = []
         if v.eq is not None:
@@ -713,10 +728,7 @@ class Renderer:
             rules.append((f"{var} in ({opts},)", "any-of " + ", ".join(self.src(n) for n in v.any_of)))
         if v.expr is not None:
             rules.append((expr(v.expr), f"expr {self.src(v.expr)}"))
-        for cond, text in rules:
-            out += [f"if not ({cond}):",
-                    f"    raise _codec.invalid({path!r}, {off}, {var}, {text!r})"]
-        return out
+        return rules
 
     def src(self, n: Node) -> str:
         return to_python(n, lambda x: x.name, lambda p: "::".join(p))
@@ -775,6 +787,8 @@ class Renderer:
                     f"if len(out) - _mark > {size}:",
                     f"    raise _codec.BuildError('{path}: more than {size} bytes')",
                     f"out += bytes({size} - (len(out) - _mark))"]
+        if a.kind == "strz" and a.repeat is None and size is not None:
+            return [f"out += _codec.strz_bytes({var}, self._raw_{a.id}, {a.encoding!r}, {size}, {path!r})"]
         if a.kind in ("str", "strz"):
             enc = f"_codec.encode_str({var}, {a.encoding!r})"
             return [f"out += _codec.padded({enc}, {size}, {path!r})" if size is not None else f"out += {enc}"]
@@ -900,7 +914,7 @@ class Renderer:
             + [c.annotation + c.default for p in plans for c in p.columns])
         text = env.get_template("module.py.j2").render(
             uses_array=re.search(r"(?<![\w.])array[\[(]", body) is not None,
-            uses_field=any(p.ctx_slots or p.io_slots for p in plans),
+            uses_field=any(p.ctx_slots or p.io_slots or p.raw_slots for p in plans),
             spec=self.spec,
             source_name=Path(self.spec.source).name,
             enums=enums,

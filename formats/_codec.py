@@ -21,7 +21,7 @@ __all__ = [
     "ValidationError", "bits_fit", "check_contents", "checksum_with_zeroed", "crc32",
     "crc32c", "decode_str", "decode_strz", "encode_str", "enum_or_int", "fixed_bytes",
     "int_array", "int_array_bytes", "int_list_array", "invalid", "need", "need_until",
-    "ones_complement_sum", "padded", "present",
+    "ones_complement_sum", "padded", "present", "strz_bytes",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -41,7 +41,9 @@ class FieldInfo:
     doc: str
     orig_id: str | None = None
     enum: str | None = None
-    bits: tuple[int, int] | None = None  # (first bit, width) for bit fields
+    bits: tuple[int, int] | None = None  # (shift inside the group, width) for bit fields
+    contents: bytes | None = None  # the magic a `contents` field must hold
+    rule: str | None = None  # the field's `valid` rule, as written in the spec
 
 
 # -- checksums -----------------------------------------------------------------------------
@@ -173,6 +175,14 @@ def decode_strz(data: Buffer, encoding: str) -> str:
             raw = raw[:i]
             break
     return raw.decode(codec, _errors_for(codec))
+
+
+def strz_bytes(value: str, raw: bytes | None, encoding: str, size: int, path: str) -> bytes:
+    """A fixed-size NUL-terminated string field: its parsed bytes while the text is unchanged
+    (so bytes after the terminator survive a round trip), else the text NUL-padded."""
+    if raw is not None and len(raw) == size and decode_strz(raw, encoding) == value:
+        return raw
+    return padded(encode_str(value, encoding), size, path)
 
 
 def fixed_bytes(value: bytes, size: int, path: str) -> bytes:

@@ -188,22 +188,22 @@ class Footer:
     KSY_PATH: ClassVar[tuple[str, ...]] = ('footer',)
     SIZE: ClassVar[int | None] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
-        _codec.FieldInfo('cookie', 0, 8, '', None, None, None),
-        _codec.FieldInfo('features', 8, 4, 'Bit 0 temporary, bit 1 reserved and always set.', None, None, None),
-        _codec.FieldInfo('format_version', 12, 4, 'Major version in the high 16 bits; always 0x00010000.', 'File Format Version', None, None),
-        _codec.FieldInfo('data_offset', 16, 8, 'Absolute offset of the dynamic disk header; all ones (or 0xFFFFFFFF) for fixed disks.', None, None, None),
-        _codec.FieldInfo('timestamp', 24, 4, 'Creation time, seconds since 2000-01-01 00:00:00 UTC.', 'Time Stamp', None, None),
-        _codec.FieldInfo('creator_application', 28, 4, 'Four-character tag of the application that created the image.', None, 'creator_application', None),
-        _codec.FieldInfo('creator_version', 32, 4, 'Major version in the high 16 bits, minor in the low 16 bits.', None, None, None),
-        _codec.FieldInfo('creator_host_os', 36, 4, '', None, 'creator_host_os', None),
-        _codec.FieldInfo('original_size', 40, 8, 'Virtual size in bytes at creation, informational.', None, None, None),
-        _codec.FieldInfo('current_size', 48, 8, 'Current virtual size in bytes.', None, None, None),
-        _codec.FieldInfo('disk_geometry', 56, 4, '', None, None, None),
-        _codec.FieldInfo('disk_type', 60, 4, '', None, 'disk_type', None),
-        _codec.FieldInfo('checksum', 64, 4, "One's complement of the byte sum of the footer, this field taken as zero.", None, None, None),
-        _codec.FieldInfo('unique_id', 68, 16, "Identifies the disk; a differencing child stores its parent's value.", None, None, None),
-        _codec.FieldInfo('saved_state', 84, 1, '1 when the virtual machine is in saved state.', None, None, None),
-        _codec.FieldInfo('reserved', 85, 427, '', None, None, None),
+        _codec.FieldInfo('cookie', 0, 8, '', None, None, None, b'conectix', None),
+        _codec.FieldInfo('features', 8, 4, 'Bit 0 temporary, bit 1 reserved and always set.', None, None, None, None, None),
+        _codec.FieldInfo('format_version', 12, 4, 'Major version in the high 16 bits; always 0x00010000.', 'File Format Version', None, None, None, None),
+        _codec.FieldInfo('data_offset', 16, 8, 'Absolute offset of the dynamic disk header; all ones (or 0xFFFFFFFF) for fixed disks.', None, None, None, None, None),
+        _codec.FieldInfo('timestamp', 24, 4, 'Creation time, seconds since 2000-01-01 00:00:00 UTC.', 'Time Stamp', None, None, None, None),
+        _codec.FieldInfo('creator_application', 28, 4, 'Four-character tag of the application that created the image.', None, 'creator_application', None, None, None),
+        _codec.FieldInfo('creator_version', 32, 4, 'Major version in the high 16 bits, minor in the low 16 bits.', None, None, None, None, None),
+        _codec.FieldInfo('creator_host_os', 36, 4, '', None, 'creator_host_os', None, None, None),
+        _codec.FieldInfo('original_size', 40, 8, 'Virtual size in bytes at creation, informational.', None, None, None, None, None),
+        _codec.FieldInfo('current_size', 48, 8, 'Current virtual size in bytes.', None, None, None, None, None),
+        _codec.FieldInfo('disk_geometry', 56, 4, '', None, None, None, None, None),
+        _codec.FieldInfo('disk_type', 60, 4, '', None, 'disk_type', None, None, None),
+        _codec.FieldInfo('checksum', 64, 4, "One's complement of the byte sum of the footer, this field taken as zero.", None, None, None, None, None),
+        _codec.FieldInfo('unique_id', 68, 16, "Identifies the disk; a differencing child stores its parent's value.", None, None, None, None, None),
+        _codec.FieldInfo('saved_state', 84, 1, '1 when the virtual machine is in saved state.', None, None, None, None, None),
+        _codec.FieldInfo('reserved', 85, 427, '', None, None, None, None, None),
     )
 
     @classmethod
@@ -345,9 +345,9 @@ class DiskGeometry:
     KSY_PATH: ClassVar[tuple[str, ...]] = ('disk_geometry',)
     SIZE: ClassVar[int | None] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
-        _codec.FieldInfo('cylinders', 0, 2, '', None, None, None),
-        _codec.FieldInfo('heads', 2, 1, '', None, None, None),
-        _codec.FieldInfo('sectors_per_track', 3, 1, '', None, None, None),
+        _codec.FieldInfo('cylinders', 0, 2, '', None, None, None, None, None),
+        _codec.FieldInfo('heads', 2, 1, '', None, None, None, None, None),
+        _codec.FieldInfo('sectors_per_track', 3, 1, '', None, None, None, None, None),
     )
 
     @classmethod
@@ -418,19 +418,19 @@ class DynamicHeader:
     KSY_PATH: ClassVar[tuple[str, ...]] = ('dynamic_header',)
     SIZE: ClassVar[int | None] = 1024
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
-        _codec.FieldInfo('cookie', 0, 8, '', None, None, None),
-        _codec.FieldInfo('data_offset', 8, 8, 'Unused; all ones.', None, None, None),
-        _codec.FieldInfo('table_offset', 16, 8, 'Absolute offset of the block allocation table.', None, None, None),
-        _codec.FieldInfo('header_version', 24, 4, 'Always 0x00010000.', None, None, None),
-        _codec.FieldInfo('max_table_entries', 28, 4, 'Number of valid BAT entries, ceil(virtual size / block size).', None, None, None),
-        _codec.FieldInfo('block_size', 32, 4, 'Bytes of data per block, sector bitmap excluded; a power of two.', None, None, None),
-        _codec.FieldInfo('checksum', 36, 4, "One's complement of the byte sum of the header, this field taken as zero.", None, None, None),
-        _codec.FieldInfo('parent_unique_id', 40, 16, "Differencing disks - the parent footer's unique id.", None, None, None),
-        _codec.FieldInfo('parent_timestamp', 56, 4, "Differencing disks - the parent's modification time (VHD epoch).", 'Parent Time Stamp', None, None),
-        _codec.FieldInfo('reserved1', 60, 4, '', None, None, None),
-        _codec.FieldInfo('parent_unicode_name', 64, 512, 'Differencing disks - parent file name, UTF-16BE, NUL padded.', None, None, None),
-        _codec.FieldInfo('parent_locators', 576, 192, '', None, None, None),
-        _codec.FieldInfo('reserved2', 768, 256, '', None, None, None),
+        _codec.FieldInfo('cookie', 0, 8, '', None, None, None, b'cxsparse', None),
+        _codec.FieldInfo('data_offset', 8, 8, 'Unused; all ones.', None, None, None, None, None),
+        _codec.FieldInfo('table_offset', 16, 8, 'Absolute offset of the block allocation table.', None, None, None, None, None),
+        _codec.FieldInfo('header_version', 24, 4, 'Always 0x00010000.', None, None, None, None, None),
+        _codec.FieldInfo('max_table_entries', 28, 4, 'Number of valid BAT entries, ceil(virtual size / block size).', None, None, None, None, None),
+        _codec.FieldInfo('block_size', 32, 4, 'Bytes of data per block, sector bitmap excluded; a power of two.', None, None, None, None, None),
+        _codec.FieldInfo('checksum', 36, 4, "One's complement of the byte sum of the header, this field taken as zero.", None, None, None, None, None),
+        _codec.FieldInfo('parent_unique_id', 40, 16, "Differencing disks - the parent footer's unique id.", None, None, None, None, None),
+        _codec.FieldInfo('parent_timestamp', 56, 4, "Differencing disks - the parent's modification time (VHD epoch).", 'Parent Time Stamp', None, None, None, None),
+        _codec.FieldInfo('reserved1', 60, 4, '', None, None, None, None, None),
+        _codec.FieldInfo('parent_unicode_name', 64, 512, 'Differencing disks - parent file name, UTF-16BE, NUL padded.', None, None, None, None, None),
+        _codec.FieldInfo('parent_locators', 576, 192, '', None, None, None, None, None),
+        _codec.FieldInfo('reserved2', 768, 256, '', None, None, None, None, None),
     )
 
     @classmethod
@@ -599,11 +599,11 @@ class ParentLocator:
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator',)
     SIZE: ClassVar[int | None] = 24
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
-        _codec.FieldInfo('platform_code', 0, 4, '', None, 'platform_code', None),
-        _codec.FieldInfo('platform_data_space', 4, 4, 'Space reserved for the locator; sectors per the specification, bytes in practice.', None, None, None),
-        _codec.FieldInfo('platform_data_length', 8, 4, 'Length of the locator data in bytes.', None, None, None),
-        _codec.FieldInfo('reserved', 12, 4, '', None, None, None),
-        _codec.FieldInfo('platform_data_offset', 16, 8, 'Absolute file offset of the locator data.', None, None, None),
+        _codec.FieldInfo('platform_code', 0, 4, '', None, 'platform_code', None, None, None),
+        _codec.FieldInfo('platform_data_space', 4, 4, 'Space reserved for the locator; sectors per the specification, bytes in practice.', None, None, None, None, None),
+        _codec.FieldInfo('platform_data_length', 8, 4, 'Length of the locator data in bytes.', None, None, None, None, None),
+        _codec.FieldInfo('reserved', 12, 4, '', None, None, None, None, None),
+        _codec.FieldInfo('platform_data_offset', 16, 8, 'Absolute file offset of the locator data.', None, None, None, None, None),
     )
 
     @classmethod
@@ -670,7 +670,7 @@ class Bat:
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat',)
     SIZE: ClassVar[int | None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
-        _codec.FieldInfo('entries', 0, None, '', None, None, None),
+        _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
 
     @classmethod

@@ -1,0 +1,1 @@
+"""diskspec runtime: engines, images, tools and the command line."""
