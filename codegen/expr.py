@@ -284,11 +284,13 @@ _PY_OPS = {"/": "//", "and": "and", "or": "or"}
 
 
 def to_python(node: Node, resolve: Callable[[Name], str],
-              enum_class: Callable[[tuple[str, ...]], str]) -> str:
+              enum_class: Callable[[tuple[str, ...]], str],
+              is_member: Callable[[Attr], bool] = lambda _: False) -> str:
     """Python source for an expression.
 
     `resolve` turns a bare name (a field, `_parent`, `_io` ...) into Python source;
-    `enum_class` turns an enum path into the name of its generated IntEnum.
+    `enum_class` turns an enum path into the name of its generated IntEnum; `is_member` says
+    whether `x.size` / `x.length` names a field of a user type (else it is the length of x).
     """
 
     def go(n: Node) -> str:
@@ -301,7 +303,7 @@ def to_python(node: Node, resolve: Callable[[Name], str],
         if isinstance(n, EnumLit):
             return f"{enum_class(n.enum)}.{n.member.upper()}"
         if isinstance(n, Attr):
-            if n.name in ("length", "size") and not _is_io(n.obj):
+            if n.name in ("length", "size") and not _is_io(n.obj) and not is_member(n):
                 return f"len({go(n.obj)})"
             if n.name == "to_i":
                 return f"int({go(n.obj)})"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from .expr import Name, Node, const_int, names_used, to_python
+from .expr import Attr, Name, Node, const_int, names_used, to_python
 from .ir import Attribute, EnumDef, Spec, TypeDef
 from .loader import SpecError
 
@@ -134,7 +134,31 @@ class Renderer:
                 return f"_codec.present(self.{n.name}, {self.dotted(tdef) + '.' + n.name!r})"
             return f"self.{n.name}"
 
-        return to_python(node, resolve, self.enum_ref(tdef.path))  # type: ignore[arg-type]
+        def is_member(n: Attr) -> bool:
+            owner = self.static_type(n.obj, tdef)
+            return owner is not None and n.name in self.member_names(owner)
+
+        return to_python(node, resolve, self.enum_ref(tdef.path), is_member)  # type: ignore[arg-type]
+
+    def member_names(self, tpath: tuple[str, ...]) -> set[str]:
+        t = self.spec.types[tpath]
+        return {a.id for a in t.seq} | {i.id for i in t.instances} | {p.id for p in t.params}
+
+    def static_type(self, node: Node, tdef: TypeDef) -> tuple[str, ...] | None:
+        """The user type an expression evaluates to, where that is known statically."""
+        if isinstance(node, Name):
+            if node.name == "_root":
+                return ()
+            attrs = list(tdef.seq) + [i.attr for i in tdef.instances if i.attr is not None
+                                       and i.id == node.name]
+            found = next((a for a in attrs if a.id == node.name and a.repeat is None), None)
+            return found.type_path if found is not None and found.kind == "struct" else None
+        if isinstance(node, Attr):
+            owner = self.static_type(node.obj, tdef)
+            if owner is None:
+                return None
+            return self.static_type(Name(node.name), self.spec.types[owner])
+        return None
 
     def uses(self, tdef: TypeDef, names: set[str]) -> bool:
         return any(names_used(node) & names for node in self.exprs(tdef))
@@ -703,13 +727,13 @@ class Renderer:
     def valid_checks(self, tdef: TypeDef, a: Attribute, var: str, off: str, path: str) -> list[str]:
         out: list[str] = []
         for cond, text in self.valid_rules(a, var, tdef):
-            out += [f"if not ({cond}):",
+            out += [f"if {cond}:",
                     f"    raise _codec.invalid({path!r}, {off}, {var}, {text!r})"]
         return out
 
     def valid_rules(self, a: Attribute, var: str, tdef: TypeDef | None = None
                     ) -> list[tuple[str, str]]:
-        """(Python condition, rule as the spec writes it) for each `valid` rule of `a`."""
+        """(Python condition that breaks the rule, the rule as the spec says it) per rule."""
         v = a.valid
         assert v is not None
 
@@ -718,16 +742,16 @@ class Renderer:
 
         rules: list[tuple[str, str]] = []
         if v.eq is not None:
-            rules.append((f"{var} == {expr(v.eq)}", f"== {self.src(v.eq)}"))
+            rules.append((f"{var} != {expr(v.eq)}", f"== {self.src(v.eq)}"))
         if v.min is not None:
-            rules.append((f"{var} >= {expr(v.min)}", f">= {self.src(v.min)}"))
+            rules.append((f"{var} < {expr(v.min)}", f">= {self.src(v.min)}"))
         if v.max is not None:
-            rules.append((f"{var} <= {expr(v.max)}", f"<= {self.src(v.max)}"))
+            rules.append((f"{var} > {expr(v.max)}", f"<= {self.src(v.max)}"))
         if v.any_of is not None:
             opts = ", ".join(expr(n) for n in v.any_of)
-            rules.append((f"{var} in ({opts},)", "any-of " + ", ".join(self.src(n) for n in v.any_of)))
+            rules.append((f"{var} not in ({opts},)", "any-of " + ", ".join(self.src(n) for n in v.any_of)))
         if v.expr is not None:
-            rules.append((expr(v.expr), f"expr {self.src(v.expr)}"))
+            rules.append((f"not {expr(v.expr)}", f"expr {self.src(v.expr)}"))
         return rules
 
     def src(self, n: Node) -> str:
@@ -753,10 +777,12 @@ class Renderer:
         for g in self.groups(tdef):
             if isinstance(g, _Bits):
                 path = f"{self.dotted(tdef)}.{g.attrs[0].id}"
-                parts = [f"(_codec.bits_fit(self.{a.id}, {a.width}, {path!r}) << {s})"
+                parts = [f"_codec.bits_fit(self.{a.id}, {a.width}, {path!r})"
+                         + (f" << {s}" if s else "")
                          for a, s in zip(g.attrs, g.shifts(), strict=True)]
+                joined = " | ".join(f"({p})" if len(parts) > 1 and " << " in p else p for p in parts)
                 order = "big" if g.big else "little"
-                body.append(f"out += ({' | '.join(parts)}).to_bytes({g.nbytes}, {order!r})")
+                body.append(f"out += ({joined}).to_bytes({g.nbytes}, {order!r})")
             else:
                 body += self.write_attr(tdef, g)
         return lines + ["    " + ln for ln in (body or ["pass"])]
@@ -846,13 +872,15 @@ class Renderer:
             raise self.err(tdef, f"-checksum field {ck.field!r} must be at a fixed offset")
         name = plan.class_name
         covers = "len(self.build())" if ck.covers is None else self.py(ck.covers, tdef)
+        if ck.covers is not None and const_int(ck.covers) is None:
+            covers = f"int({covers})"
         length = (str(plan.size) if plan.size is not None else "len(cls.parse(buf, offset).build())") \
             if ck.covers is None else "cls.parse(buf, offset)._covers()"
         return [
             ["CHECKSUM_ALGORITHM: ClassVar[str] = " + repr(ck.algorithm)],
             ["def _covers(self) -> int:",
              '    """How many bytes the checksum covers, from the start of the record."""',
-             f"    return int({covers})"],
+             f"    return {covers}"],
             ["@classmethod",
              "def checksum_of(cls, buf: _codec.Buffer, offset: int = 0) -> int:",
              f'    """{ck.algorithm} of the record at `offset` in `buf`, checksum field as zero."""',

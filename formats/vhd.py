@@ -304,7 +304,7 @@ class Footer:
 
     def _covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
-        return int(len(self.build()))
+        return len(self.build())
 
     @classmethod
     def checksum_of(cls, buf: _codec.Buffer, offset: int = 0) -> int:
@@ -556,7 +556,7 @@ class DynamicHeader:
 
     def _covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
-        return int(len(self.build()))
+        return len(self.build())
 
     @classmethod
     def checksum_of(cls, buf: _codec.Buffer, offset: int = 0) -> int:
