@@ -34,6 +34,13 @@ class Bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ByteArray:
+    """A byte-array literal, `[0x12, 0x34]`."""
+
+    items: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Name:
     name: str  # a field, param or instance id, or one of _parent _root _io _index _
 
@@ -76,7 +83,7 @@ class Ternary:
     other: Node
 
 
-Node = Num | Str | Bool | Name | Attr | Index | EnumLit | Unary | Binary | Ternary
+Node = Num | Str | Bool | ByteArray | Name | Attr | Index | EnumLit | Unary | Binary | Ternary
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -249,6 +256,17 @@ class _Parser:
             node = self.ternary()
             self.expect(")")
             return node
+        if val == "[":
+            items: list[int] = []
+            while self.peek()[1] != "]":
+                item = const_int(self.ternary())
+                if item is None or not 0 <= item <= 255:
+                    raise ExprError(f"array literals hold byte constants, in {self.text!r}")
+                items.append(item)
+                if self.peek()[1] == ",":
+                    self.take()
+            self.expect("]")
+            return ByteArray(tuple(items))
         raise ExprError(f"unexpected {val or 'end'!r} in {self.text!r}")
 
     def postfix(self, node: Node) -> Node:
@@ -298,6 +316,8 @@ def to_python(node: Node, resolve: Callable[[Name], str],
             return repr(n.value)
         if isinstance(n, Str):
             return repr(n.value)
+        if isinstance(n, ByteArray):
+            return repr(bytes(n.items))
         if isinstance(n, Name):
             return resolve(n)
         if isinstance(n, EnumLit):

@@ -79,6 +79,7 @@ class Renderer:
         self.structs: dict[str, str] = {}  # module-level Struct name -> format
         self.sizes: dict[tuple[str, ...], int | None] = {}
         self.flat: dict[tuple[str, ...], bool] = {}
+        self.run_structs: dict[tuple[tuple[str, ...], str], str] = {}  # run's first field -> Struct
         self.name_types()
 
     # -- naming -----------------------------------------------------------------------------
@@ -254,16 +255,8 @@ class Renderer:
                 sub_size = self.type_size(a.type_path)
                 ok = ok and not a.args and self.is_flat(a.type_path)
                 ok = ok and (a.size is None or const_int(a.size) == sub_size)
-            elif a.valid is not None:
-                ok = ok and self.valid_is_const(a)
         self.flat[tpath] = ok
         return ok
-
-    def valid_is_const(self, a: Attribute) -> bool:
-        v = a.valid
-        assert v is not None
-        nodes = [n for n in (v.eq, v.min, v.max, v.expr) if n is not None] + (v.any_of or [])
-        return all(names_used(n) <= {"_"} for n in nodes)
 
     # -- annotations and defaults -----------------------------------------------------------
 
@@ -354,6 +347,8 @@ class Renderer:
             plan.methods.append(self.fast_parse(tdef, plan))
             plan.methods.append(self.fast_internal_parse(tdef, plan))
             plan.methods.append(self.fast_build(tdef, plan))
+            if self.has_rules(tdef.path):
+                plan.methods.append(self.check_method(tdef))
         else:
             plan.methods.append(self.public_parse(tdef, plan))
             plan.methods.append(self.general_parse(tdef, plan))
@@ -478,8 +473,6 @@ class Renderer:
                     val = f"_codec.decode_str(t[{i}], {a.encoding!r})"
                 elif a.enum is not None:
                     val = f"_codec.enum_or_int({self.map_name(a.enum)}, t[{i}])"
-                if a.valid is not None:
-                    checks += self.valid_checks(tdef, a, f"t[{i}]", "offset", f"{obj_path}.{a.id}")
                 items.append(val)
                 i += 1
             args.append(f"[{', '.join(items)}]" if reps is not None else items[0])
@@ -498,9 +491,38 @@ class Renderer:
         ]
         for c in checks:
             lines += ["    " + ln for ln in c.splitlines()]
-        lines.append("    return cls(")
+        lines.append("    self = cls(")
         lines += [f"        {arg}," for arg in args]
         lines.append("    )")
+        if self.has_rules(tdef.path):
+            lines.append("    self._check(offset)")
+        lines.append("    return self")
+        return lines
+
+    def has_rules(self, tpath: tuple[str, ...]) -> bool:
+        """True when a flat type or a record nested in it carries `valid` rules."""
+        for a in self.spec.types[tpath].seq:
+            if a.valid is not None:
+                return True
+            if a.kind == "struct" and a.type_path is not None and self.has_rules(a.type_path):
+                return True
+        return False
+
+    def check_method(self, tdef: TypeDef) -> list[str]:
+        """`_check(offset)`: the `valid` rules of a flat type, run on the decoded record."""
+        lines = ["def _check(self, offset: int) -> None:"]
+        for a, off, _size in self.static_offsets(tdef):
+            path = f"{self.dotted(tdef)}.{a.id}"
+            if a.valid is not None:
+                lines += ["    " + ln for ln in
+                          self.valid_checks(tdef, a, f"self.{a.id}", f"offset + {off}", path)]
+            if a.kind == "struct" and a.type_path is not None and self.has_rules(a.type_path):
+                if a.repeat is None:
+                    lines.append(f"    self.{a.id}._check(offset + {off})")
+                else:
+                    step = self.type_size(a.type_path)
+                    lines += [f"    for _k, _item in enumerate(self.{a.id}):",
+                              f"        _item._check(offset + {off} + _k * {step})"]
         return lines
 
     def fast_internal_parse(self, tdef: TypeDef, plan: TypePlan) -> list[str]:
@@ -604,18 +626,118 @@ class Renderer:
         root = "self._root" if plan.ctx_slots else "(_root if _root is not None else self)"
         for p in tdef.params:
             lines.append(f"    self.{p.id} = {p.id}")
-        for g in self.groups(tdef):
-            if isinstance(g, _Bits):
-                lines += ["    " + ln for ln in self.read_bits(tdef, g)]
+        for run in self.runs(tdef):
+            if isinstance(run, list):
+                lines += ["    " + ln for ln in self.read_run(tdef, plan, run)]
+            elif isinstance(run, _Bits):
+                lines += ["    " + ln for ln in self.read_bits(tdef, run)]
             else:
-                lines += ["    " + ln for ln in self.read_attr(tdef, g, f"self.{g.id}", root)]
+                lines += ["    " + ln for ln in self.read_attr(tdef, run, f"self.{run.id}", root)]
         lines.append("    return self, pos")
         return lines
+
+    # Consecutive fixed-size fields under the same `if` are read with one precompiled Struct.
+
+    def simple(self, g: Attribute | _Bits) -> bool:
+        if isinstance(g, _Bits):
+            return g.nbytes in (1, 2, 4, 8)
+        if g.repeat is not None or g.kind in ("struct", "strz"):
+            return False
+        if g.kind in ("int", "float"):
+            return True
+        return g.contents is not None or (g.size is not None and const_int(g.size) is not None)
+
+    def order_of(self, g: Attribute | _Bits, tdef: TypeDef) -> bool | None:
+        if isinstance(g, _Bits):
+            return g.big
+        return g.big if g.kind in ("int", "float") and g.width > 1 else None
+
+    def runs(self, tdef: TypeDef) -> list[Attribute | _Bits | list[Attribute | _Bits]]:
+        out: list[Attribute | _Bits | list[Attribute | _Bits]] = []
+        run: list[Attribute | _Bits] = []
+        key: tuple[str, bool | None] | None = None
+        for g in self.groups(tdef):
+            if not self.simple(g):
+                if run:
+                    out.append(run)
+                    run, key = [], None
+                out.append(g)
+                continue
+            cond = "" if isinstance(g, _Bits) or g.cond is None else repr(g.cond)
+            order = self.order_of(g, tdef)
+            if run and key is not None and (cond != key[0] or (
+                    order is not None and key[1] is not None and order != key[1])):
+                out.append(run)
+                run, key = [], None
+            run.append(g)
+            key = (cond, order if order is not None else (key[1] if key else None))
+        if run:
+            out.append(run)
+        return out
+
+    def read_run(self, tdef: TypeDef, plan: TypePlan, run: list[Attribute | _Bits]) -> list[str]:
+        order = next((o for o in (self.order_of(g, tdef) for g in run) if o is not None), True)
+        first = run[0].attrs[0].id if isinstance(run[0], _Bits) else run[0].id
+        fmt, size, assigns, checks, names = "", 0, [], [], []
+        for k, g in enumerate(run):
+            if isinstance(g, _Bits):
+                fmt += _INT_CODES[(g.nbytes, False)]
+                for a, shift in zip(g.attrs, g.shifts(), strict=True):
+                    val = f"(_t[{k}] >> {shift}) & {(1 << a.width) - 1:#x}" if shift else \
+                        f"_t[{k}] & {(1 << a.width) - 1:#x}"
+                    if a.enum is not None:
+                        val = f"_codec.enum_or_int({self.map_name(a.enum)}, {val})"
+                    assigns.append(f"self.{a.id} = {val}")
+                    names.append(a.id)
+                size += g.nbytes
+                continue
+            path = f"{self.dotted(tdef)}.{g.id}"
+            val = f"_t[{k}]"
+            if g.kind == "int":
+                fmt += _INT_CODES[(g.width, g.signed)]
+                if g.enum is not None:
+                    val = f"_codec.enum_or_int({self.map_name(g.enum)}, {val})"
+                n = g.width
+            elif g.kind == "float":
+                fmt += _FLOAT_CODES[g.width]
+                n = g.width
+            else:
+                fixed = len(g.contents) if g.contents is not None else \
+                    const_int(g.size) if g.size is not None else None
+                assert fixed is not None
+                n = fixed
+                fmt += f"{n}s"
+                if g.contents is not None:
+                    checks += [f"if _t[{k}] != {g.contents!r}:",
+                               f"    raise _codec.ValidationError("
+                               f"{'expected ' + repr(g.contents) + ', got '!r} + repr(_t[{k}]), "
+                               f"offset=pos + {size}, path={path!r})"]
+                elif g.kind == "str":
+                    val = f"_codec.decode_str(_t[{k}], {g.encoding!r})"
+            assigns.append(f"self.{g.id} = {val}")
+            names.append(g.id)
+            if g.valid is not None:
+                checks += self.valid_checks(tdef, g, f"self.{g.id}", f"pos + {size}", path)
+            size += n
+        prefix = f"_S_{plan.class_name.upper()}_"
+        sname = prefix + str(sum(k.startswith(prefix) for k in self.structs))
+        self.structs[sname] = (">" if order else "<") + fmt
+        self.run_structs[(tdef.path, first)] = sname
+        body = [f"if io_end - pos < {size}:",
+                f"    _codec.need_until(io_end, pos, {size}, {self.dotted(tdef) + '.' + first!r})",
+                f"_t = {sname}.unpack_from(buf, pos)",
+                *assigns, *checks, f"pos += {size}"]
+        lead = run[0]
+        if isinstance(lead, Attribute) and lead.cond is not None:
+            return [f"if {self.py(lead.cond, tdef)}:"] + ["    " + ln for ln in body] + \
+                ["else:"] + [f"    self.{n} = None" for n in names]
+        return body
 
     def read_bits(self, tdef: TypeDef, g: _Bits) -> list[str]:
         path = f"{self.dotted(tdef)}.{g.attrs[0].id}"
         order = "big" if g.big else "little"
-        lines = [f"_codec.need_until(io_end, pos, {g.nbytes}, {path!r})",
+        lines = [f"if io_end - pos < {g.nbytes}:",
+                 f"    _codec.need_until(io_end, pos, {g.nbytes}, {path!r})",
                  f"_w = int.from_bytes(buf[pos:pos + {g.nbytes}], {order!r})",
                  f"pos += {g.nbytes}"]
         for a, shift in zip(g.attrs, g.shifts(), strict=True):
@@ -635,7 +757,8 @@ class Renderer:
             else:
                 count = f"(io_end - pos) // {a.width}"
             body += [f"_n = {count}",
-                     f"_codec.need_until(io_end, pos, _n * {a.width}, {path!r})",
+                     f"if _n * {a.width} < 0 or io_end - pos < _n * {a.width}:",
+                     f"    _codec.need_until(io_end, pos, _n * {a.width}, {path!r})",
                      f"{target} = _codec.int_array(buf, pos, _n, {a.width}, {a.signed}, {a.big}, {path!r})",
                      f"pos += _n * {a.width}"]
         elif a.repeat is not None:
@@ -674,13 +797,15 @@ class Renderer:
         lines: list[str] = ["_start = pos"] if a.valid is not None else []
         if a.kind in ("int", "float"):
             sname = self.scalar_struct(a)
-            lines += [f"_codec.need_until(io_end, pos, {a.width}, {path!r})",
+            lines += [f"if io_end - pos < {a.width}:",
+                      f"    _codec.need_until(io_end, pos, {a.width}, {path!r})",
                       f"{var}: {'int' if a.kind == 'int' else 'float'} = {sname}.unpack_from(buf, pos)[0]",
                       f"pos += {a.width}"]
             if a.enum is not None:
                 lines.append(f"{var} = _codec.enum_or_int({self.map_name(a.enum)}, {var})")
         elif a.contents is not None:
-            lines += [f"_codec.need_until(io_end, pos, {len(a.contents)}, {path!r})",
+            lines += [f"if io_end - pos < {len(a.contents)}:",
+                      f"    _codec.need_until(io_end, pos, {len(a.contents)}, {path!r})",
                       f"{var} = _codec.check_contents(buf, pos, {a.contents!r}, {path!r})",
                       f"pos += {len(a.contents)}"]
         elif a.kind == "struct":
@@ -690,7 +815,8 @@ class Renderer:
             if a.size is not None or a.size_eos:
                 size = "io_end - pos" if a.size_eos else self.py(a.size, tdef)  # type: ignore[arg-type]
                 lines += [f"_sz = {size}",
-                          f"_codec.need_until(io_end, pos, _sz, {path!r})",
+                          "if _sz < 0 or io_end - pos < _sz:",
+                          f"    _codec.need_until(io_end, pos, _sz, {path!r})",
                           f"{var}, _ = {cls}._parse(buf, pos, pos, pos + _sz, self, {root}{args})",
                           "pos += _sz"]
             else:
@@ -703,7 +829,8 @@ class Renderer:
             elif a.kind == "strz":
                 raw = f"_codec.decode_strz(buf[pos:pos + _sz], {a.encoding!r})"
             lines += [f"_sz = {size}",
-                      f"_codec.need_until(io_end, pos, _sz, {path!r})",
+                      "if _sz < 0 or io_end - pos < _sz:",
+                      f"    _codec.need_until(io_end, pos, _sz, {path!r})",
                       f"{var} = {raw}"]
             if a.kind == "strz" and a.repeat is None and a.size is not None and var != "_result":
                 # keep the bytes after the terminator so build() can reproduce them
@@ -774,18 +901,47 @@ class Renderer:
         if self.is_flat(tdef.path):
             return lines + ["    out += self.build()"]
         body: list[str] = []
-        for g in self.groups(tdef):
-            if isinstance(g, _Bits):
-                path = f"{self.dotted(tdef)}.{g.attrs[0].id}"
-                parts = [f"_codec.bits_fit(self.{a.id}, {a.width}, {path!r})"
-                         + (f" << {s}" if s else "")
-                         for a, s in zip(g.attrs, g.shifts(), strict=True)]
-                joined = " | ".join(f"({p})" if len(parts) > 1 and " << " in p else p for p in parts)
-                order = "big" if g.big else "little"
-                body.append(f"out += ({joined}).to_bytes({g.nbytes}, {order!r})")
+        for run in self.runs(tdef):
+            if isinstance(run, list):
+                body += self.write_run(tdef, run)
+            elif isinstance(run, _Bits):
+                body.append(f"out += ({self.bits_value(tdef, run)}).to_bytes("
+                            f"{run.nbytes}, {'big' if run.big else 'little'!r})")
             else:
-                body += self.write_attr(tdef, g)
+                body += self.write_attr(tdef, run)
         return lines + ["    " + ln for ln in (body or ["pass"])]
+
+    def bits_value(self, tdef: TypeDef, g: _Bits) -> str:
+        """The integer a bit group packs into, each field checked against its width."""
+        path = f"{self.dotted(tdef)}.{g.attrs[0].id}"
+        parts = [f"_codec.bits_fit(self.{a.id}, {a.width}, {path!r})" + (f" << {s}" if s else "")
+                 for a, s in zip(g.attrs, g.shifts(), strict=True)]
+        return " | ".join(f"({p})" if len(parts) > 1 and " << " in p else p for p in parts)
+
+    def write_run(self, tdef: TypeDef, run: list[Attribute | _Bits]) -> list[str]:
+        values = []
+        for g in run:
+            if isinstance(g, _Bits):
+                values.append(self.bits_value(tdef, g))
+                continue
+            path = f"{self.dotted(tdef)}.{g.id}"
+            if g.kind in ("int", "float"):
+                values.append(f"self.{g.id}")
+            elif g.contents is not None:
+                values.append(f"_codec.fixed_bytes(self.{g.id}, {len(g.contents)}, {path!r})")
+            elif g.kind == "str":
+                values.append(f"_codec.padded(_codec.encode_str(self.{g.id}, {g.encoding!r}), "
+                              f"{const_int(g.size)}, {path!r})")  # type: ignore[arg-type]
+            else:
+                values.append(f"_codec.fixed_bytes(self.{g.id}, {const_int(g.size)}, {path!r})"  # type: ignore[arg-type]
+                              )
+        first = run[0].attrs[0].id if isinstance(run[0], _Bits) else run[0].id
+        body = [f"out += {self.run_structs[(tdef.path, first)]}.pack("] + \
+            [f"    {v}," for v in values] + [")"]
+        lead = run[0]
+        if isinstance(lead, Attribute) and lead.cond is not None:
+            return [f"if self.{lead.id} is not None:"] + ["    " + ln for ln in body]
+        return body
 
     def write_attr(self, tdef: TypeDef, a: Attribute) -> list[str]:
         path = f"{self.dotted(tdef)}.{a.id}"

@@ -25,9 +25,10 @@ __all__ = [
 
 SPEC_ID = 'add_cow'
 SPEC_SHA256 = 'f27e25d9901ad50a85ef1b6f2b9ca5f47bf6b9268dd1f6595df9131c0789ec29'
+_S_HEADERV20_0 = _struct.Struct('<4sIIIIIQQI')
+_S_HEADERV7_0 = _struct.Struct('>8sI')
+_S_HEADERV7_1 = _struct.Struct('>500s')
 _U4BE = _struct.Struct('>I')
-_U4LE = _struct.Struct('<I')
-_U8LE = _struct.Struct('<Q')
 
 
 @dataclass(slots=True)
@@ -99,7 +100,8 @@ class AddCow:
         pos = io_base + 0
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='add_cow.signature')
-        _codec.need_until(io_end, pos, 4, 'add_cow.signature')
+        if io_end - pos < 4:
+            _codec.need_until(io_end, pos, 4, 'add_cow.signature')
         _f_signature: int = _U4BE.unpack_from(buf, pos)[0]
         pos += 4
         _result = _f_signature
@@ -177,31 +179,33 @@ class HeaderV7:
         self._io_buf = buf
         self._io_base = io_base
         self._io_end = io_end
-        _codec.need_until(io_end, pos, 8, 'header_v7.magic')
-        _f_magic = _codec.check_contents(buf, pos, b'ADD_COW\xff', 'header_v7.magic')
-        pos += 8
-        self.magic = _f_magic
-        _codec.need_until(io_end, pos, 4, 'header_v7.version')
-        _f_version: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.version = _f_version
+        if io_end - pos < 12:
+            _codec.need_until(io_end, pos, 12, 'header_v7.magic')
+        _t = _S_HEADERV7_0.unpack_from(buf, pos)
+        self.magic = _t[0]
+        self.version = _t[1]
+        if _t[0] != b'ADD_COW\xff':
+            raise _codec.ValidationError("expected b'ADD_COW\\xff', got " + repr(_t[0]), offset=pos + 0, path='header_v7.magic')
+        pos += 12
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'header_v7.backing_file')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v7.backing_file')
         _f_backing_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_backing_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.backing_file = _f_backing_file
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'header_v7.image_file')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v7.image_file')
         _f_image_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_image_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.image_file = _f_image_file
-        _sz = 500
-        _codec.need_until(io_end, pos, _sz, 'header_v7.reserved')
-        _f_reserved = bytes(buf[pos:pos + _sz])
-        pos += _sz
-        self.reserved = _f_reserved
+        if io_end - pos < 500:
+            _codec.need_until(io_end, pos, 500, 'header_v7.reserved')
+        _t = _S_HEADERV7_1.unpack_from(buf, pos)
+        self.reserved = _t[0]
+        pos += 500
         return self, pos
 
     def build(self) -> bytes:
@@ -214,11 +218,15 @@ class HeaderV7:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _codec.fixed_bytes(self.magic, 8, 'header_v7.magic')
-        out += _U4BE.pack(self.version)
+        out += _S_HEADERV7_0.pack(
+            _codec.fixed_bytes(self.magic, 8, 'header_v7.magic'),
+            self.version,
+        )
         out += _codec.strz_bytes(self.backing_file, self._raw_backing_file, 'UTF-8', 1024, 'header_v7.backing_file')
         out += _codec.strz_bytes(self.image_file, self._raw_image_file, 'UTF-8', 1024, 'header_v7.image_file')
-        out += _codec.fixed_bytes(self.reserved, 500, 'header_v7.reserved')
+        out += _S_HEADERV7_1.pack(
+            _codec.fixed_bytes(self.reserved, 500, 'header_v7.reserved'),
+        )
 
     @classmethod
     def new(cls, **fields: Any) -> HeaderV7:
@@ -300,50 +308,31 @@ class HeaderV20:
         self._io_buf = buf
         self._io_base = io_base
         self._io_end = io_end
-        _codec.need_until(io_end, pos, 4, 'header_v20.magic')
-        _f_magic = _codec.check_contents(buf, pos, b'ACOW', 'header_v20.magic')
-        pos += 4
-        self.magic = _f_magic
-        _codec.need_until(io_end, pos, 4, 'header_v20.backing_offset')
-        _f_backing_offset: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.backing_offset = _f_backing_offset
-        _codec.need_until(io_end, pos, 4, 'header_v20.backing_size')
-        _f_backing_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.backing_size = _f_backing_size
-        _codec.need_until(io_end, pos, 4, 'header_v20.image_offset')
-        _f_image_offset: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.image_offset = _f_image_offset
-        _codec.need_until(io_end, pos, 4, 'header_v20.image_size')
-        _f_image_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.image_size = _f_image_size
-        _codec.need_until(io_end, pos, 4, 'header_v20.cluster_bits')
-        _f_cluster_bits: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.cluster_bits = _f_cluster_bits
-        _codec.need_until(io_end, pos, 8, 'header_v20.features')
-        _f_features: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.features = _f_features
-        _codec.need_until(io_end, pos, 8, 'header_v20.compat_features')
-        _f_compat_features: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.compat_features = _f_compat_features
-        _codec.need_until(io_end, pos, 4, 'header_v20.header_size')
-        _f_header_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.header_size = _f_header_size
+        if io_end - pos < 44:
+            _codec.need_until(io_end, pos, 44, 'header_v20.magic')
+        _t = _S_HEADERV20_0.unpack_from(buf, pos)
+        self.magic = _t[0]
+        self.backing_offset = _t[1]
+        self.backing_size = _t[2]
+        self.image_offset = _t[3]
+        self.image_size = _t[4]
+        self.cluster_bits = _t[5]
+        self.features = _t[6]
+        self.compat_features = _t[7]
+        self.header_size = _t[8]
+        if _t[0] != b'ACOW':
+            raise _codec.ValidationError("expected b'ACOW', got " + repr(_t[0]), offset=pos + 0, path='header_v20.magic')
+        pos += 44
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'header_v20.backing_fmt')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v20.backing_fmt')
         _f_backing_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_backing_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.backing_fmt = _f_backing_fmt
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'header_v20.image_fmt')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v20.image_fmt')
         _f_image_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_image_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
@@ -360,15 +349,17 @@ class HeaderV20:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _codec.fixed_bytes(self.magic, 4, 'header_v20.magic')
-        out += _U4LE.pack(self.backing_offset)
-        out += _U4LE.pack(self.backing_size)
-        out += _U4LE.pack(self.image_offset)
-        out += _U4LE.pack(self.image_size)
-        out += _U4LE.pack(self.cluster_bits)
-        out += _U8LE.pack(self.features)
-        out += _U8LE.pack(self.compat_features)
-        out += _U4LE.pack(self.header_size)
+        out += _S_HEADERV20_0.pack(
+            _codec.fixed_bytes(self.magic, 4, 'header_v20.magic'),
+            self.backing_offset,
+            self.backing_size,
+            self.image_offset,
+            self.image_size,
+            self.cluster_bits,
+            self.features,
+            self.compat_features,
+            self.header_size,
+        )
         out += _codec.strz_bytes(self.backing_fmt, self._raw_backing_fmt, 'ASCII', 16, 'header_v20.backing_fmt')
         out += _codec.strz_bytes(self.image_fmt, self._raw_image_fmt, 'ASCII', 16, 'header_v20.image_fmt')
 
@@ -412,7 +403,8 @@ class HeaderV20:
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='header_v20.backing_file')
         _sz = self.backing_size
-        _codec.need_until(io_end, pos, _sz, 'header_v20.backing_file')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v20.backing_file')
         _f_backing_file = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
         pos += _sz
         _result = _f_backing_file
@@ -426,7 +418,8 @@ class HeaderV20:
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='header_v20.image_file')
         _sz = self.image_size
-        _codec.need_until(io_end, pos, _sz, 'header_v20.image_file')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v20.image_file')
         _f_image_file = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
         pos += _sz
         _result = _f_image_file
@@ -440,7 +433,8 @@ class HeaderV20:
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='header_v20.name_area')
         _sz = (self.header_size - 76)
-        _codec.need_until(io_end, pos, _sz, 'header_v20.name_area')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_v20.name_area')
         _f_name_area = bytes(buf[pos:pos + _sz])
         pos += _sz
         _result = _f_name_area
@@ -487,7 +481,8 @@ class Bitmap:
         self = cls.__new__(cls)
         self.num_bytes = num_bytes
         _sz = self.num_bytes
-        _codec.need_until(io_end, pos, _sz, 'bitmap.data')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'bitmap.data')
         _f_data = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data = _f_data

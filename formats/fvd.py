@@ -37,11 +37,21 @@ __all__ = [
 
 SPEC_ID = 'fvd'
 SPEC_SHA256 = '5eba3288429d66974ef03a8114d5dec293d2ad25c93001dddef4e4a493f0b7f6'
-_S4LE = _struct.Struct('<i')
-_S8LE = _struct.Struct('<q')
+_S_HEADER_0 = _struct.Struct('<4sIIIQQ')
+_S_HEADER_1 = _struct.Struct('<QQQQQQIQQQQQQQ')
+_S_HEADER_2 = _struct.Struct('<IIQqIIQQQQQQQQI4096s')
+_S_IBMHEADER_0 = _struct.Struct('<4sIiqq')
+_S_IBMHEADER_1 = _struct.Struct('<qqqiiq')
+_S_IBMHEADER_2 = _struct.Struct('<iqqiiiiiiiiiiiqqq')
+_S_IBMHEADER_3 = _struct.Struct('<qqiiiii')
+_S_IBMJOURNALRECORD_0 = _struct.Struct('<I')
+_S_IBMJOURNALRECORD_1 = _struct.Struct('<Iq')
+_S_IBMJOURNALRECORD_2 = _struct.Struct('<II')
 _S_IBMPREFETCHPROFILEENTRY = _struct.Struct('<qI')
+_S_JOURNALRECORD_0 = _struct.Struct('<I')
+_S_JOURNALRECORD_1 = _struct.Struct('<IQ')
+_S_JOURNALRECORD_2 = _struct.Struct('<QII')
 _U4LE = _struct.Struct('<I')
-_U8LE = _struct.Struct('<Q')
 
 
 class JournalRecordType(IntEnum):
@@ -124,7 +134,8 @@ class Fvd:
         pos = io_base + 0
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='fvd.signature')
-        _codec.need_until(io_end, pos, 4, 'fvd.signature')
+        if io_end - pos < 4:
+            _codec.need_until(io_end, pos, 4, 'fvd.signature')
         _f_signature: int = _U4LE.unpack_from(buf, pos)[0]
         pos += 4
         _result = _f_signature
@@ -279,181 +290,91 @@ class Header:
         self._io_buf = buf
         self._io_base = io_base
         self._io_end = io_end
-        _codec.need_until(io_end, pos, 4, 'header.magic')
-        _f_magic = _codec.check_contents(buf, pos, b'FVD\x00', 'header.magic')
-        pos += 4
-        self.magic = _f_magic
-        _codec.need_until(io_end, pos, 4, 'header.header_size')
-        _f_header_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.header_size = _f_header_size
-        _codec.need_until(io_end, pos, 4, 'header.create_version')
-        _f_create_version: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.create_version = _f_create_version
-        _codec.need_until(io_end, pos, 4, 'header.last_open_version')
-        _f_last_open_version: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.last_open_version = _f_last_open_version
-        _codec.need_until(io_end, pos, 8, 'header.virtual_disk_size')
-        _f_virtual_disk_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.virtual_disk_size = _f_virtual_disk_size
-        _codec.need_until(io_end, pos, 8, 'header.data_offset')
-        _f_data_offset: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.data_offset = _f_data_offset
+        if io_end - pos < 32:
+            _codec.need_until(io_end, pos, 32, 'header.magic')
+        _t = _S_HEADER_0.unpack_from(buf, pos)
+        self.magic = _t[0]
+        self.header_size = _t[1]
+        self.create_version = _t[2]
+        self.last_open_version = _t[3]
+        self.virtual_disk_size = _t[4]
+        self.data_offset = _t[5]
+        if _t[0] != b'FVD\x00':
+            raise _codec.ValidationError("expected b'FVD\\x00', got " + repr(_t[0]), offset=pos + 0, path='header.magic')
+        pos += 32
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'header.data_file')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header.data_file')
         _f_data_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_data_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file = _f_data_file
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'header.data_file_fmt')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header.data_file_fmt')
         _f_data_file_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_data_file_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file_fmt = _f_data_file_fmt
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'header.base_img')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header.base_img')
         _f_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_base_img = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img = _f_base_img
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'header.base_img_fmt')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header.base_img_fmt')
         _f_base_img_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_base_img_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img_fmt = _f_base_img_fmt
-        _codec.need_until(io_end, pos, 8, 'header.base_img_size')
-        _f_base_img_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.base_img_size = _f_base_img_size
-        _codec.need_until(io_end, pos, 8, 'header.bitmap_offset')
-        _f_bitmap_offset: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.bitmap_offset = _f_bitmap_offset
-        _codec.need_until(io_end, pos, 8, 'header.bitmap_size')
-        _f_bitmap_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.bitmap_size = _f_bitmap_size
-        _codec.need_until(io_end, pos, 8, 'header.block_size')
-        _f_block_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.block_size = _f_block_size
-        _codec.need_until(io_end, pos, 8, 'header.journal_offset')
-        _f_journal_offset: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.journal_offset = _f_journal_offset
-        _codec.need_until(io_end, pos, 8, 'header.journal_size')
-        _f_journal_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.journal_size = _f_journal_size
-        _codec.need_until(io_end, pos, 4, 'header.clean_shutdown')
-        _f_clean_shutdown: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.clean_shutdown = _f_clean_shutdown
-        _codec.need_until(io_end, pos, 8, 'header.stable_journal_epoch')
-        _f_stable_journal_epoch: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.stable_journal_epoch = _f_stable_journal_epoch
-        _codec.need_until(io_end, pos, 8, 'header.journal_buf_size')
-        _f_journal_buf_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.journal_buf_size = _f_journal_buf_size
-        _codec.need_until(io_end, pos, 8, 'header.journal_clean_buf_period')
-        _f_journal_clean_buf_period: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.journal_clean_buf_period = _f_journal_clean_buf_period
-        _codec.need_until(io_end, pos, 8, 'header.table_offset')
-        _f_table_offset: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.table_offset = _f_table_offset
-        _codec.need_until(io_end, pos, 8, 'header.table_size')
-        _f_table_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.table_size = _f_table_size
-        _codec.need_until(io_end, pos, 8, 'header.chunk_size')
-        _f_chunk_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.chunk_size = _f_chunk_size
-        _codec.need_until(io_end, pos, 8, 'header.storage_grow_unit')
-        _f_storage_grow_unit: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.storage_grow_unit = _f_storage_grow_unit
+        if io_end - pos < 108:
+            _codec.need_until(io_end, pos, 108, 'header.base_img_size')
+        _t = _S_HEADER_1.unpack_from(buf, pos)
+        self.base_img_size = _t[0]
+        self.bitmap_offset = _t[1]
+        self.bitmap_size = _t[2]
+        self.block_size = _t[3]
+        self.journal_offset = _t[4]
+        self.journal_size = _t[5]
+        self.clean_shutdown = _t[6]
+        self.stable_journal_epoch = _t[7]
+        self.journal_buf_size = _t[8]
+        self.journal_clean_buf_period = _t[9]
+        self.table_offset = _t[10]
+        self.table_size = _t[11]
+        self.chunk_size = _t[12]
+        self.storage_grow_unit = _t[13]
+        pos += 108
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'header.add_storage_cmd')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header.add_storage_cmd')
         _f_add_storage_cmd = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_add_storage_cmd = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.add_storage_cmd = _f_add_storage_cmd
-        _codec.need_until(io_end, pos, 4, 'header.chunks_relocated')
-        _f_chunks_relocated: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.chunks_relocated = _f_chunks_relocated
-        _codec.need_until(io_end, pos, 4, 'header.copy_on_read')
-        _f_copy_on_read: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.copy_on_read = _f_copy_on_read
-        _codec.need_until(io_end, pos, 8, 'header.max_outstanding_copy_on_read_data')
-        _f_max_outstanding_copy_on_read_data: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.max_outstanding_copy_on_read_data = _f_max_outstanding_copy_on_read_data
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_start_delay')
-        _f_prefetch_start_delay: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_start_delay = _f_prefetch_start_delay
-        _codec.need_until(io_end, pos, 4, 'header.base_img_fully_prefetched')
-        _f_base_img_fully_prefetched: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.base_img_fully_prefetched = _f_base_img_fully_prefetched
-        _codec.need_until(io_end, pos, 4, 'header.num_prefetch_slots')
-        _f_num_prefetch_slots: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.num_prefetch_slots = _f_num_prefetch_slots
-        _codec.need_until(io_end, pos, 8, 'header.bytes_per_prefetch')
-        _f_bytes_per_prefetch: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.bytes_per_prefetch = _f_bytes_per_prefetch
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_read_throughput_measure_time')
-        _f_prefetch_read_throughput_measure_time: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_read_throughput_measure_time = _f_prefetch_read_throughput_measure_time
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_write_throughput_measure_time')
-        _f_prefetch_write_throughput_measure_time: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_write_throughput_measure_time = _f_prefetch_write_throughput_measure_time
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_min_read_throughput')
-        _f_prefetch_min_read_throughput: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_min_read_throughput = _f_prefetch_min_read_throughput
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_min_write_throughput')
-        _f_prefetch_min_write_throughput: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_min_write_throughput = _f_prefetch_min_write_throughput
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_max_read_throughput')
-        _f_prefetch_max_read_throughput: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_max_read_throughput = _f_prefetch_max_read_throughput
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_max_write_throughput')
-        _f_prefetch_max_write_throughput: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_max_write_throughput = _f_prefetch_max_write_throughput
-        _codec.need_until(io_end, pos, 8, 'header.prefetch_throttle_time')
-        _f_prefetch_throttle_time: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_throttle_time = _f_prefetch_throttle_time
-        _codec.need_until(io_end, pos, 4, 'header.need_zero_init')
-        _f_need_zero_init: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.need_zero_init = _f_need_zero_init
-        _sz = 4096
-        _codec.need_until(io_end, pos, _sz, 'header.incompatible_features')
-        _f_incompatible_features = bytes(buf[pos:pos + _sz])
-        pos += _sz
-        self.incompatible_features = _f_incompatible_features
+        if io_end - pos < 4196:
+            _codec.need_until(io_end, pos, 4196, 'header.chunks_relocated')
+        _t = _S_HEADER_2.unpack_from(buf, pos)
+        self.chunks_relocated = _t[0]
+        self.copy_on_read = _t[1]
+        self.max_outstanding_copy_on_read_data = _t[2]
+        self.prefetch_start_delay = _t[3]
+        self.base_img_fully_prefetched = _t[4]
+        self.num_prefetch_slots = _t[5]
+        self.bytes_per_prefetch = _t[6]
+        self.prefetch_read_throughput_measure_time = _t[7]
+        self.prefetch_write_throughput_measure_time = _t[8]
+        self.prefetch_min_read_throughput = _t[9]
+        self.prefetch_min_write_throughput = _t[10]
+        self.prefetch_max_read_throughput = _t[11]
+        self.prefetch_max_write_throughput = _t[12]
+        self.prefetch_throttle_time = _t[13]
+        self.need_zero_init = _t[14]
+        self.incompatible_features = _t[15]
+        pos += 4196
         return self, pos
 
     def build(self) -> bytes:
@@ -466,47 +387,53 @@ class Header:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _codec.fixed_bytes(self.magic, 4, 'header.magic')
-        out += _U4LE.pack(self.header_size)
-        out += _U4LE.pack(self.create_version)
-        out += _U4LE.pack(self.last_open_version)
-        out += _U8LE.pack(self.virtual_disk_size)
-        out += _U8LE.pack(self.data_offset)
+        out += _S_HEADER_0.pack(
+            _codec.fixed_bytes(self.magic, 4, 'header.magic'),
+            self.header_size,
+            self.create_version,
+            self.last_open_version,
+            self.virtual_disk_size,
+            self.data_offset,
+        )
         out += _codec.strz_bytes(self.data_file, self._raw_data_file, 'UTF-8', 1024, 'header.data_file')
         out += _codec.strz_bytes(self.data_file_fmt, self._raw_data_file_fmt, 'ASCII', 16, 'header.data_file_fmt')
         out += _codec.strz_bytes(self.base_img, self._raw_base_img, 'UTF-8', 1024, 'header.base_img')
         out += _codec.strz_bytes(self.base_img_fmt, self._raw_base_img_fmt, 'ASCII', 16, 'header.base_img_fmt')
-        out += _U8LE.pack(self.base_img_size)
-        out += _U8LE.pack(self.bitmap_offset)
-        out += _U8LE.pack(self.bitmap_size)
-        out += _U8LE.pack(self.block_size)
-        out += _U8LE.pack(self.journal_offset)
-        out += _U8LE.pack(self.journal_size)
-        out += _U4LE.pack(self.clean_shutdown)
-        out += _U8LE.pack(self.stable_journal_epoch)
-        out += _U8LE.pack(self.journal_buf_size)
-        out += _U8LE.pack(self.journal_clean_buf_period)
-        out += _U8LE.pack(self.table_offset)
-        out += _U8LE.pack(self.table_size)
-        out += _U8LE.pack(self.chunk_size)
-        out += _U8LE.pack(self.storage_grow_unit)
+        out += _S_HEADER_1.pack(
+            self.base_img_size,
+            self.bitmap_offset,
+            self.bitmap_size,
+            self.block_size,
+            self.journal_offset,
+            self.journal_size,
+            self.clean_shutdown,
+            self.stable_journal_epoch,
+            self.journal_buf_size,
+            self.journal_clean_buf_period,
+            self.table_offset,
+            self.table_size,
+            self.chunk_size,
+            self.storage_grow_unit,
+        )
         out += _codec.strz_bytes(self.add_storage_cmd, self._raw_add_storage_cmd, 'UTF-8', 1024, 'header.add_storage_cmd')
-        out += _U4LE.pack(self.chunks_relocated)
-        out += _U4LE.pack(self.copy_on_read)
-        out += _U8LE.pack(self.max_outstanding_copy_on_read_data)
-        out += _S8LE.pack(self.prefetch_start_delay)
-        out += _U4LE.pack(self.base_img_fully_prefetched)
-        out += _U4LE.pack(self.num_prefetch_slots)
-        out += _U8LE.pack(self.bytes_per_prefetch)
-        out += _U8LE.pack(self.prefetch_read_throughput_measure_time)
-        out += _U8LE.pack(self.prefetch_write_throughput_measure_time)
-        out += _U8LE.pack(self.prefetch_min_read_throughput)
-        out += _U8LE.pack(self.prefetch_min_write_throughput)
-        out += _U8LE.pack(self.prefetch_max_read_throughput)
-        out += _U8LE.pack(self.prefetch_max_write_throughput)
-        out += _U8LE.pack(self.prefetch_throttle_time)
-        out += _U4LE.pack(self.need_zero_init)
-        out += _codec.fixed_bytes(self.incompatible_features, 4096, 'header.incompatible_features')
+        out += _S_HEADER_2.pack(
+            self.chunks_relocated,
+            self.copy_on_read,
+            self.max_outstanding_copy_on_read_data,
+            self.prefetch_start_delay,
+            self.base_img_fully_prefetched,
+            self.num_prefetch_slots,
+            self.bytes_per_prefetch,
+            self.prefetch_read_throughput_measure_time,
+            self.prefetch_write_throughput_measure_time,
+            self.prefetch_min_read_throughput,
+            self.prefetch_min_write_throughput,
+            self.prefetch_max_read_throughput,
+            self.prefetch_max_write_throughput,
+            self.prefetch_throttle_time,
+            self.need_zero_init,
+            _codec.fixed_bytes(self.incompatible_features, 4096, 'header.incompatible_features'),
+        )
 
     @classmethod
     def new(cls, **fields: Any) -> Header:
@@ -715,178 +642,97 @@ class IbmHeader:
         self._io_buf = buf
         self._io_base = io_base
         self._io_end = io_end
-        _codec.need_until(io_end, pos, 4, 'ibm_header.magic')
-        _f_magic = _codec.check_contents(buf, pos, b'\xa9\xf5CQ', 'ibm_header.magic')
-        pos += 4
-        self.magic = _f_magic
-        _codec.need_until(io_end, pos, 4, 'ibm_header.version')
-        _f_version: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.version = _f_version
-        _codec.need_until(io_end, pos, 4, 'ibm_header.all_data_in_fvd_img')
-        _f_all_data_in_fvd_img: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.all_data_in_fvd_img = _f_all_data_in_fvd_img
-        _codec.need_until(io_end, pos, 8, 'ibm_header.virtual_disk_size')
-        _f_virtual_disk_size: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.virtual_disk_size = _f_virtual_disk_size
-        _codec.need_until(io_end, pos, 8, 'ibm_header.metadata_size')
-        _f_metadata_size: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.metadata_size = _f_metadata_size
+        if io_end - pos < 28:
+            _codec.need_until(io_end, pos, 28, 'ibm_header.magic')
+        _t = _S_IBMHEADER_0.unpack_from(buf, pos)
+        self.magic = _t[0]
+        self.version = _t[1]
+        self.all_data_in_fvd_img = _t[2]
+        self.virtual_disk_size = _t[3]
+        self.metadata_size = _t[4]
+        if _t[0] != b'\xa9\xf5CQ':
+            raise _codec.ValidationError("expected b'\\xa9\\xf5CQ', got " + repr(_t[0]), offset=pos + 0, path='ibm_header.magic')
+        pos += 28
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'ibm_header.base_img')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_header.base_img')
         _f_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_base_img = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img = _f_base_img
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'ibm_header.base_img_fmt')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_header.base_img_fmt')
         _f_base_img_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_base_img_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img_fmt = _f_base_img_fmt
-        _codec.need_until(io_end, pos, 8, 'ibm_header.base_img_size')
-        _f_base_img_size: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.base_img_size = _f_base_img_size
-        _codec.need_until(io_end, pos, 8, 'ibm_header.bitmap_offset')
-        _f_bitmap_offset: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.bitmap_offset = _f_bitmap_offset
-        _codec.need_until(io_end, pos, 8, 'ibm_header.bitmap_size')
-        _f_bitmap_size: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.bitmap_size = _f_bitmap_size
-        _codec.need_until(io_end, pos, 4, 'ibm_header.block_size')
-        _f_block_size: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.block_size = _f_block_size
-        _codec.need_until(io_end, pos, 4, 'ibm_header.copy_on_read')
-        _f_copy_on_read: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.copy_on_read = _f_copy_on_read
-        _codec.need_until(io_end, pos, 8, 'ibm_header.max_outstanding_copy_on_read_data')
-        _f_max_outstanding_copy_on_read_data: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.max_outstanding_copy_on_read_data = _f_max_outstanding_copy_on_read_data
+        if io_end - pos < 40:
+            _codec.need_until(io_end, pos, 40, 'ibm_header.base_img_size')
+        _t = _S_IBMHEADER_1.unpack_from(buf, pos)
+        self.base_img_size = _t[0]
+        self.bitmap_offset = _t[1]
+        self.bitmap_size = _t[2]
+        self.block_size = _t[3]
+        self.copy_on_read = _t[4]
+        self.max_outstanding_copy_on_read_data = _t[5]
+        pos += 40
         _sz = 1024
-        _codec.need_until(io_end, pos, _sz, 'ibm_header.data_file')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_header.data_file')
         _f_data_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_data_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file = _f_data_file
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'ibm_header.data_file_fmt')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_header.data_file_fmt')
         _f_data_file_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_data_file_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file_fmt = _f_data_file_fmt
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_start_delay')
-        _f_prefetch_start_delay: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_start_delay = _f_prefetch_start_delay
-        _codec.need_until(io_end, pos, 8, 'ibm_header.prefetch_profile_offset')
-        _f_prefetch_profile_offset: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_profile_offset = _f_prefetch_profile_offset
-        _codec.need_until(io_end, pos, 8, 'ibm_header.prefetch_profile_entries')
-        _f_prefetch_profile_entries: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.prefetch_profile_entries = _f_prefetch_profile_entries
-        _codec.need_until(io_end, pos, 4, 'ibm_header.num_prefetch_slots')
-        _f_num_prefetch_slots: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.num_prefetch_slots = _f_num_prefetch_slots
-        _codec.need_until(io_end, pos, 4, 'ibm_header.bytes_per_prefetch')
-        _f_bytes_per_prefetch: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.bytes_per_prefetch = _f_bytes_per_prefetch
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_read_throughput_measure_time')
-        _f_prefetch_read_throughput_measure_time: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_read_throughput_measure_time = _f_prefetch_read_throughput_measure_time
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_write_throughput_measure_time')
-        _f_prefetch_write_throughput_measure_time: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_write_throughput_measure_time = _f_prefetch_write_throughput_measure_time
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_perf_calc_alpha')
-        _f_prefetch_perf_calc_alpha: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_perf_calc_alpha = _f_prefetch_perf_calc_alpha
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_min_read_throughput')
-        _f_prefetch_min_read_throughput: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_min_read_throughput = _f_prefetch_min_read_throughput
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_min_write_throughput')
-        _f_prefetch_min_write_throughput: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_min_write_throughput = _f_prefetch_min_write_throughput
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_max_read_throughput')
-        _f_prefetch_max_read_throughput: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_max_read_throughput = _f_prefetch_max_read_throughput
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_max_write_throughput')
-        _f_prefetch_max_write_throughput: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_max_write_throughput = _f_prefetch_max_write_throughput
-        _codec.need_until(io_end, pos, 4, 'ibm_header.prefetch_throttle_time')
-        _f_prefetch_throttle_time: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.prefetch_throttle_time = _f_prefetch_throttle_time
-        _codec.need_until(io_end, pos, 4, 'ibm_header.compact_image')
-        _f_compact_image: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.compact_image = _f_compact_image
-        _codec.need_until(io_end, pos, 8, 'ibm_header.table_offset')
-        _f_table_offset: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.table_offset = _f_table_offset
-        _codec.need_until(io_end, pos, 8, 'ibm_header.chunk_size')
-        _f_chunk_size: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.chunk_size = _f_chunk_size
-        _codec.need_until(io_end, pos, 8, 'ibm_header.storage_grow_unit')
-        _f_storage_grow_unit: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.storage_grow_unit = _f_storage_grow_unit
+        if io_end - pos < 88:
+            _codec.need_until(io_end, pos, 88, 'ibm_header.prefetch_start_delay')
+        _t = _S_IBMHEADER_2.unpack_from(buf, pos)
+        self.prefetch_start_delay = _t[0]
+        self.prefetch_profile_offset = _t[1]
+        self.prefetch_profile_entries = _t[2]
+        self.num_prefetch_slots = _t[3]
+        self.bytes_per_prefetch = _t[4]
+        self.prefetch_read_throughput_measure_time = _t[5]
+        self.prefetch_write_throughput_measure_time = _t[6]
+        self.prefetch_perf_calc_alpha = _t[7]
+        self.prefetch_min_read_throughput = _t[8]
+        self.prefetch_min_write_throughput = _t[9]
+        self.prefetch_max_read_throughput = _t[10]
+        self.prefetch_max_write_throughput = _t[11]
+        self.prefetch_throttle_time = _t[12]
+        self.compact_image = _t[13]
+        self.table_offset = _t[14]
+        self.chunk_size = _t[15]
+        self.storage_grow_unit = _t[16]
+        pos += 88
         _sz = 2048
-        _codec.need_until(io_end, pos, _sz, 'ibm_header.add_storage_cmd')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_header.add_storage_cmd')
         _f_add_storage_cmd = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_add_storage_cmd = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.add_storage_cmd = _f_add_storage_cmd
-        _codec.need_until(io_end, pos, 8, 'ibm_header.journal_offset')
-        _f_journal_offset: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.journal_offset = _f_journal_offset
-        _codec.need_until(io_end, pos, 8, 'ibm_header.journal_size')
-        _f_journal_size: int = _S8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.journal_size = _f_journal_size
-        _codec.need_until(io_end, pos, 4, 'ibm_header.clean_shutdown')
-        _f_clean_shutdown: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.clean_shutdown = _f_clean_shutdown
-        _codec.need_until(io_end, pos, 4, 'ibm_header.need_zero_init')
-        _f_need_zero_init: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.need_zero_init = _f_need_zero_init
-        _codec.need_until(io_end, pos, 4, 'ibm_header.generate_prefetch_profile')
-        _f_generate_prefetch_profile: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.generate_prefetch_profile = _f_generate_prefetch_profile
-        _codec.need_until(io_end, pos, 4, 'ibm_header.unit_of_prefetch_profile_entry_len')
-        _f_unit_of_prefetch_profile_entry_len: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.unit_of_prefetch_profile_entry_len = _f_unit_of_prefetch_profile_entry_len
-        _codec.need_until(io_end, pos, 4, 'ibm_header.profile_directed_prefetch_start_delay')
-        _f_profile_directed_prefetch_start_delay: int = _S4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.profile_directed_prefetch_start_delay = _f_profile_directed_prefetch_start_delay
+        if io_end - pos < 36:
+            _codec.need_until(io_end, pos, 36, 'ibm_header.journal_offset')
+        _t = _S_IBMHEADER_3.unpack_from(buf, pos)
+        self.journal_offset = _t[0]
+        self.journal_size = _t[1]
+        self.clean_shutdown = _t[2]
+        self.need_zero_init = _t[3]
+        self.generate_prefetch_profile = _t[4]
+        self.unit_of_prefetch_profile_entry_len = _t[5]
+        self.profile_directed_prefetch_start_delay = _t[6]
+        pos += 36
         _sz = 16
-        _codec.need_until(io_end, pos, _sz, 'ibm_header.write_updates_base_img')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_header.write_updates_base_img')
         _f_write_updates_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
         self._raw_write_updates_base_img = bytes(buf[pos:pos + _sz])
         pos += _sz
@@ -903,46 +749,54 @@ class IbmHeader:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _codec.fixed_bytes(self.magic, 4, 'ibm_header.magic')
-        out += _U4LE.pack(self.version)
-        out += _S4LE.pack(self.all_data_in_fvd_img)
-        out += _S8LE.pack(self.virtual_disk_size)
-        out += _S8LE.pack(self.metadata_size)
+        out += _S_IBMHEADER_0.pack(
+            _codec.fixed_bytes(self.magic, 4, 'ibm_header.magic'),
+            self.version,
+            self.all_data_in_fvd_img,
+            self.virtual_disk_size,
+            self.metadata_size,
+        )
         out += _codec.strz_bytes(self.base_img, self._raw_base_img, 'UTF-8', 1024, 'ibm_header.base_img')
         out += _codec.strz_bytes(self.base_img_fmt, self._raw_base_img_fmt, 'ASCII', 16, 'ibm_header.base_img_fmt')
-        out += _S8LE.pack(self.base_img_size)
-        out += _S8LE.pack(self.bitmap_offset)
-        out += _S8LE.pack(self.bitmap_size)
-        out += _S4LE.pack(self.block_size)
-        out += _S4LE.pack(self.copy_on_read)
-        out += _S8LE.pack(self.max_outstanding_copy_on_read_data)
+        out += _S_IBMHEADER_1.pack(
+            self.base_img_size,
+            self.bitmap_offset,
+            self.bitmap_size,
+            self.block_size,
+            self.copy_on_read,
+            self.max_outstanding_copy_on_read_data,
+        )
         out += _codec.strz_bytes(self.data_file, self._raw_data_file, 'UTF-8', 1024, 'ibm_header.data_file')
         out += _codec.strz_bytes(self.data_file_fmt, self._raw_data_file_fmt, 'ASCII', 16, 'ibm_header.data_file_fmt')
-        out += _S4LE.pack(self.prefetch_start_delay)
-        out += _S8LE.pack(self.prefetch_profile_offset)
-        out += _S8LE.pack(self.prefetch_profile_entries)
-        out += _S4LE.pack(self.num_prefetch_slots)
-        out += _S4LE.pack(self.bytes_per_prefetch)
-        out += _S4LE.pack(self.prefetch_read_throughput_measure_time)
-        out += _S4LE.pack(self.prefetch_write_throughput_measure_time)
-        out += _S4LE.pack(self.prefetch_perf_calc_alpha)
-        out += _S4LE.pack(self.prefetch_min_read_throughput)
-        out += _S4LE.pack(self.prefetch_min_write_throughput)
-        out += _S4LE.pack(self.prefetch_max_read_throughput)
-        out += _S4LE.pack(self.prefetch_max_write_throughput)
-        out += _S4LE.pack(self.prefetch_throttle_time)
-        out += _S4LE.pack(self.compact_image)
-        out += _S8LE.pack(self.table_offset)
-        out += _S8LE.pack(self.chunk_size)
-        out += _S8LE.pack(self.storage_grow_unit)
+        out += _S_IBMHEADER_2.pack(
+            self.prefetch_start_delay,
+            self.prefetch_profile_offset,
+            self.prefetch_profile_entries,
+            self.num_prefetch_slots,
+            self.bytes_per_prefetch,
+            self.prefetch_read_throughput_measure_time,
+            self.prefetch_write_throughput_measure_time,
+            self.prefetch_perf_calc_alpha,
+            self.prefetch_min_read_throughput,
+            self.prefetch_min_write_throughput,
+            self.prefetch_max_read_throughput,
+            self.prefetch_max_write_throughput,
+            self.prefetch_throttle_time,
+            self.compact_image,
+            self.table_offset,
+            self.chunk_size,
+            self.storage_grow_unit,
+        )
         out += _codec.strz_bytes(self.add_storage_cmd, self._raw_add_storage_cmd, 'UTF-8', 2048, 'ibm_header.add_storage_cmd')
-        out += _S8LE.pack(self.journal_offset)
-        out += _S8LE.pack(self.journal_size)
-        out += _S4LE.pack(self.clean_shutdown)
-        out += _S4LE.pack(self.need_zero_init)
-        out += _S4LE.pack(self.generate_prefetch_profile)
-        out += _S4LE.pack(self.unit_of_prefetch_profile_entry_len)
-        out += _S4LE.pack(self.profile_directed_prefetch_start_delay)
+        out += _S_IBMHEADER_3.pack(
+            self.journal_offset,
+            self.journal_size,
+            self.clean_shutdown,
+            self.need_zero_init,
+            self.generate_prefetch_profile,
+            self.unit_of_prefetch_profile_entry_len,
+            self.profile_directed_prefetch_start_delay,
+        )
         out += _codec.strz_bytes(self.write_updates_base_img, self._raw_write_updates_base_img, 'ASCII', 16, 'ibm_header.write_updates_base_img')
 
     @classmethod
@@ -1062,10 +916,11 @@ class IbmPrefetchProfileEntry:
         if offset < 0 or len(buf) - offset < 12:
             _codec.need(buf, offset, 12, 'ibm_prefetch_profile_entry')
         t = _S_IBMPREFETCHPROFILEENTRY.unpack_from(buf, offset)
-        return cls(
+        self = cls(
             t[0],
             t[1],
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -1128,7 +983,8 @@ class Bitmap:
         self = cls.__new__(cls)
         self.num_bytes = num_bytes
         _sz = self.num_bytes
-        _codec.need_until(io_end, pos, _sz, 'bitmap.data')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'bitmap.data')
         _f_data = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data = _f_data
@@ -1189,7 +1045,8 @@ class Table:
         self = cls.__new__(cls)
         self.num_entries = num_entries
         _n = self.num_entries
-        _codec.need_until(io_end, pos, _n * 4, 'table.entries')
+        if _n * 4 < 0 or io_end - pos < _n * 4:
+            _codec.need_until(io_end, pos, _n * 4, 'table.entries')
         self.entries = _codec.int_array(buf, pos, _n, 4, False, False, 'table.entries')
         pos += _n * 4
         return self, pos
@@ -1305,7 +1162,8 @@ class JournalSector:
                _parent: Any, _root: Any) -> tuple[JournalSector, int]:
         self = cls.__new__(cls)
         _sz = 512
-        _codec.need_until(io_end, pos, _sz, 'journal_sector.body')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'journal_sector.body')
         _f_body, _ = JournalRecordList._parse(buf, pos, pos, pos + _sz, self, (_root if _root is not None else self))
         pos += _sz
         self.body = _f_body
@@ -1435,56 +1293,45 @@ class JournalRecord:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[JournalRecord, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 4, 'journal_record.record_type')
-        _f_record_type: int = _U4LE.unpack_from(buf, pos)[0]
+        if io_end - pos < 4:
+            _codec.need_until(io_end, pos, 4, 'journal_record.record_type')
+        _t = _S_JOURNALRECORD_0.unpack_from(buf, pos)
+        self.record_type = _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, _t[0])
         pos += 4
-        _f_record_type = _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, _f_record_type)
-        self.record_type = _f_record_type
         if (self.record_type == JournalRecordType.BITMAP):
-            _codec.need_until(io_end, pos, 4, 'journal_record.num_dirty_sectors')
-            _f_num_dirty_sectors: int = _U4LE.unpack_from(buf, pos)[0]
-            pos += 4
-            self.num_dirty_sectors = _f_num_dirty_sectors
+            if io_end - pos < 12:
+                _codec.need_until(io_end, pos, 12, 'journal_record.num_dirty_sectors')
+            _t = _S_JOURNALRECORD_1.unpack_from(buf, pos)
+            self.num_dirty_sectors = _t[0]
+            self.dirty_sector_begin = _t[1]
+            pos += 12
         else:
             self.num_dirty_sectors = None
-        if (self.record_type == JournalRecordType.BITMAP):
-            _codec.need_until(io_end, pos, 8, 'journal_record.dirty_sector_begin')
-            _f_dirty_sector_begin: int = _U8LE.unpack_from(buf, pos)[0]
-            pos += 8
-            self.dirty_sector_begin = _f_dirty_sector_begin
-        else:
             self.dirty_sector_begin = None
         if (self.record_type == JournalRecordType.TABLE):
-            _codec.need_until(io_end, pos, 8, 'journal_record.journal_epoch')
-            _f_journal_epoch: int = _U8LE.unpack_from(buf, pos)[0]
-            pos += 8
-            self.journal_epoch = _f_journal_epoch
+            if io_end - pos < 16:
+                _codec.need_until(io_end, pos, 16, 'journal_record.journal_epoch')
+            _t = _S_JOURNALRECORD_2.unpack_from(buf, pos)
+            self.journal_epoch = _t[0]
+            self.num_dirty_table_entries = _t[1]
+            self.dirty_table_begin = _t[2]
+            pos += 16
         else:
             self.journal_epoch = None
-        if (self.record_type == JournalRecordType.TABLE):
-            _codec.need_until(io_end, pos, 4, 'journal_record.num_dirty_table_entries')
-            _f_num_dirty_table_entries: int = _U4LE.unpack_from(buf, pos)[0]
-            pos += 4
-            self.num_dirty_table_entries = _f_num_dirty_table_entries
-        else:
             self.num_dirty_table_entries = None
-        if (self.record_type == JournalRecordType.TABLE):
-            _codec.need_until(io_end, pos, 4, 'journal_record.dirty_table_begin')
-            _f_dirty_table_begin: int = _U4LE.unpack_from(buf, pos)[0]
-            pos += 4
-            self.dirty_table_begin = _f_dirty_table_begin
-        else:
             self.dirty_table_begin = None
         if (self.record_type == JournalRecordType.TABLE):
             _n = _codec.present(self.num_dirty_table_entries, 'journal_record.num_dirty_table_entries')
-            _codec.need_until(io_end, pos, _n * 4, 'journal_record.entries')
+            if _n * 4 < 0 or io_end - pos < _n * 4:
+                _codec.need_until(io_end, pos, _n * 4, 'journal_record.entries')
             self.entries = _codec.int_array(buf, pos, _n, 4, False, False, 'journal_record.entries')
             pos += _n * 4
         else:
             self.entries = None
         if ((self.record_type != JournalRecordType.BITMAP) and (self.record_type != JournalRecordType.TABLE)):
             _sz = io_end - pos
-            _codec.need_until(io_end, pos, _sz, 'journal_record.rest')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'journal_record.rest')
             _f_rest = bytes(buf[pos:pos + _sz])
             pos += _sz
             self.rest = _f_rest
@@ -1502,17 +1349,20 @@ class JournalRecord:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U4LE.pack(self.record_type)
+        out += _S_JOURNALRECORD_0.pack(
+            self.record_type,
+        )
         if self.num_dirty_sectors is not None:
-            out += _U4LE.pack(self.num_dirty_sectors)
-        if self.dirty_sector_begin is not None:
-            out += _U8LE.pack(self.dirty_sector_begin)
+            out += _S_JOURNALRECORD_1.pack(
+                self.num_dirty_sectors,
+                self.dirty_sector_begin,
+            )
         if self.journal_epoch is not None:
-            out += _U8LE.pack(self.journal_epoch)
-        if self.num_dirty_table_entries is not None:
-            out += _U4LE.pack(self.num_dirty_table_entries)
-        if self.dirty_table_begin is not None:
-            out += _U4LE.pack(self.dirty_table_begin)
+            out += _S_JOURNALRECORD_2.pack(
+                self.journal_epoch,
+                self.num_dirty_table_entries,
+                self.dirty_table_begin,
+            )
         if self.entries is not None:
             out += _codec.int_array_bytes(self.entries, 4, False, False)
         if self.rest is not None:
@@ -1625,7 +1475,8 @@ class IbmJournalSector:
                _parent: Any, _root: Any) -> tuple[IbmJournalSector, int]:
         self = cls.__new__(cls)
         _sz = 512
-        _codec.need_until(io_end, pos, _sz, 'ibm_journal_sector.body')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'ibm_journal_sector.body')
         _f_body, _ = IbmJournalRecordList._parse(buf, pos, pos, pos + _sz, self, (_root if _root is not None else self))
         pos += _sz
         self.body = _f_body
@@ -1749,49 +1600,43 @@ class IbmJournalRecord:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[IbmJournalRecord, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 4, 'ibm_journal_record.record_type')
-        _f_record_type: int = _U4LE.unpack_from(buf, pos)[0]
+        if io_end - pos < 4:
+            _codec.need_until(io_end, pos, 4, 'ibm_journal_record.record_type')
+        _t = _S_IBMJOURNALRECORD_0.unpack_from(buf, pos)
+        self.record_type = _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, _t[0])
         pos += 4
-        _f_record_type = _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, _f_record_type)
-        self.record_type = _f_record_type
         if (self.record_type == JournalRecordType.BITMAP):
-            _codec.need_until(io_end, pos, 4, 'ibm_journal_record.nb_sectors')
-            _f_nb_sectors: int = _U4LE.unpack_from(buf, pos)[0]
-            pos += 4
-            self.nb_sectors = _f_nb_sectors
+            if io_end - pos < 12:
+                _codec.need_until(io_end, pos, 12, 'ibm_journal_record.nb_sectors')
+            _t = _S_IBMJOURNALRECORD_1.unpack_from(buf, pos)
+            self.nb_sectors = _t[0]
+            self.sector_num = _t[1]
+            pos += 12
         else:
             self.nb_sectors = None
-        if (self.record_type == JournalRecordType.BITMAP):
-            _codec.need_until(io_end, pos, 8, 'ibm_journal_record.sector_num')
-            _f_sector_num: int = _S8LE.unpack_from(buf, pos)[0]
-            pos += 8
-            self.sector_num = _f_sector_num
-        else:
             self.sector_num = None
         if (self.record_type == JournalRecordType.TABLE):
-            _codec.need_until(io_end, pos, 4, 'ibm_journal_record.first_chunk')
-            _f_first_chunk: int = _U4LE.unpack_from(buf, pos)[0]
-            pos += 4
-            self.first_chunk = _f_first_chunk
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'ibm_journal_record.first_chunk')
+            _t = _S_IBMJOURNALRECORD_2.unpack_from(buf, pos)
+            self.first_chunk = _t[0]
+            self.count = _t[1]
+            pos += 8
         else:
             self.first_chunk = None
-        if (self.record_type == JournalRecordType.TABLE):
-            _codec.need_until(io_end, pos, 4, 'ibm_journal_record.count')
-            _f_count: int = _U4LE.unpack_from(buf, pos)[0]
-            pos += 4
-            self.count = _f_count
-        else:
             self.count = None
         if (self.record_type == JournalRecordType.TABLE):
             _n = _codec.present(self.count, 'ibm_journal_record.count')
-            _codec.need_until(io_end, pos, _n * 4, 'ibm_journal_record.entries')
+            if _n * 4 < 0 or io_end - pos < _n * 4:
+                _codec.need_until(io_end, pos, _n * 4, 'ibm_journal_record.entries')
             self.entries = _codec.int_array(buf, pos, _n, 4, False, False, 'ibm_journal_record.entries')
             pos += _n * 4
         else:
             self.entries = None
         if ((self.record_type != JournalRecordType.BITMAP) and (self.record_type != JournalRecordType.TABLE)):
             _sz = io_end - pos
-            _codec.need_until(io_end, pos, _sz, 'ibm_journal_record.rest')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'ibm_journal_record.rest')
             _f_rest = bytes(buf[pos:pos + _sz])
             pos += _sz
             self.rest = _f_rest
@@ -1809,15 +1654,19 @@ class IbmJournalRecord:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U4LE.pack(self.record_type)
+        out += _S_IBMJOURNALRECORD_0.pack(
+            self.record_type,
+        )
         if self.nb_sectors is not None:
-            out += _U4LE.pack(self.nb_sectors)
-        if self.sector_num is not None:
-            out += _S8LE.pack(self.sector_num)
+            out += _S_IBMJOURNALRECORD_1.pack(
+                self.nb_sectors,
+                self.sector_num,
+            )
         if self.first_chunk is not None:
-            out += _U4LE.pack(self.first_chunk)
-        if self.count is not None:
-            out += _U4LE.pack(self.count)
+            out += _S_IBMJOURNALRECORD_2.pack(
+                self.first_chunk,
+                self.count,
+            )
         if self.entries is not None:
             out += _codec.int_array_bytes(self.entries, 4, False, False)
         if self.rest is not None:

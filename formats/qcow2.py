@@ -50,14 +50,24 @@ __all__ = [
 
 SPEC_ID = 'qcow2'
 SPEC_SHA256 = '0a05e8d62659724c7a4771dbe434861c8dfd8eb190fd33b0aed63b3d7c68510a'
-_S8BE = _struct.Struct('>q')
+_S_BITMAPDIRECTORYENTRY_0 = _struct.Struct('>QIIBBHI')
 _S_BITMAPSEXTENSION = _struct.Struct('>IIQQ')
+_S_BITMAPTABLEENTRY_0 = _struct.Struct('>B')
+_S_COMPRESSEDCLUSTERDESCRIPTOR_0 = _struct.Struct('>Q')
+_S_FEATURENAMEENTRY_0 = _struct.Struct('>BB')
 _S_FULLDISKENCRYPTIONHEADERPOINTER = _struct.Struct('>QQ')
+_S_HEADEREXTENSION_0 = _struct.Struct('>II')
+_S_HEADER_0 = _struct.Struct('>4sIQIIQIIQQIIQ')
+_S_HEADER_1 = _struct.Struct('>QQQII')
+_S_HEADER_2 = _struct.Struct('>B')
+_S_L1ENTRY_0 = _struct.Struct('>B')
+_S_L2ENTRYEXTENDED_0 = _struct.Struct('>II')
+_S_L2ENTRY_0 = _struct.Struct('>B')
 _S_REFCOUNTTABLEENTRY = _struct.Struct('>Q')
-_U1BE = _struct.Struct('>B')
-_U2BE = _struct.Struct('>H')
-_U4BE = _struct.Struct('>I')
-_U8BE = _struct.Struct('>Q')
+_S_SNAPSHOTENTRY_0 = _struct.Struct('>QIHHIIQII')
+_S_SNAPSHOTEXTRADATA_0 = _struct.Struct('>Q')
+_S_SNAPSHOTEXTRADATA_1 = _struct.Struct('>Q')
+_S_SNAPSHOTEXTRADATA_2 = _struct.Struct('>q')
 
 
 class CryptMethod(IntEnum):
@@ -223,7 +233,8 @@ class Qcow2:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='qcow2.backing_file_name')
         if (self.header.backing_file_offset != 0):
             _sz = self.header.backing_file_size
-            _codec.need_until(io_end, pos, _sz, 'qcow2.backing_file_name')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'qcow2.backing_file_name')
             _f_backing_file_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
             pos += _sz
             _result = _f_backing_file_name
@@ -331,136 +342,75 @@ class Header:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[Header, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 4, 'header.magic')
-        _f_magic = _codec.check_contents(buf, pos, b'QFI\xfb', 'header.magic')
-        pos += 4
-        self.magic = _f_magic
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.version')
-        _f_version: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        if _f_version not in (2, 3,):
-            raise _codec.invalid('header.version', _start, _f_version, 'any-of 2, 3')
-        self.version = _f_version
-        _codec.need_until(io_end, pos, 8, 'header.backing_file_offset')
-        _f_backing_file_offset: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.backing_file_offset = _f_backing_file_offset
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.backing_file_size')
-        _f_backing_file_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        if _f_backing_file_size > 1023:
-            raise _codec.invalid('header.backing_file_size', _start, _f_backing_file_size, '<= 1023')
-        self.backing_file_size = _f_backing_file_size
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.cluster_bits')
-        _f_cluster_bits: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        if _f_cluster_bits < 9:
-            raise _codec.invalid('header.cluster_bits', _start, _f_cluster_bits, '>= 9')
-        if _f_cluster_bits > 63:
-            raise _codec.invalid('header.cluster_bits', _start, _f_cluster_bits, '<= 63')
-        self.cluster_bits = _f_cluster_bits
-        _codec.need_until(io_end, pos, 8, 'header.virtual_size')
-        _f_virtual_size: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.virtual_size = _f_virtual_size
-        _codec.need_until(io_end, pos, 4, 'header.crypt_method')
-        _f_crypt_method: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        _f_crypt_method = _codec.enum_or_int(_CRYPTMETHOD_BY_VALUE, _f_crypt_method)
-        self.crypt_method = _f_crypt_method
-        _codec.need_until(io_end, pos, 4, 'header.l1_size')
-        _f_l1_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.l1_size = _f_l1_size
-        _start = pos
-        _codec.need_until(io_end, pos, 8, 'header.l1_table_offset')
-        _f_l1_table_offset: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        if not ((_f_l1_table_offset % (1 << self.cluster_bits)) == 0):
-            raise _codec.invalid('header.l1_table_offset', _start, _f_l1_table_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
-        self.l1_table_offset = _f_l1_table_offset
-        _start = pos
-        _codec.need_until(io_end, pos, 8, 'header.refcount_table_offset')
-        _f_refcount_table_offset: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        if not ((_f_refcount_table_offset % (1 << self.cluster_bits)) == 0):
-            raise _codec.invalid('header.refcount_table_offset', _start, _f_refcount_table_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
-        self.refcount_table_offset = _f_refcount_table_offset
-        _codec.need_until(io_end, pos, 4, 'header.refcount_table_clusters')
-        _f_refcount_table_clusters: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.refcount_table_clusters = _f_refcount_table_clusters
-        _codec.need_until(io_end, pos, 4, 'header.nb_snapshots')
-        _f_nb_snapshots: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.nb_snapshots = _f_nb_snapshots
-        _start = pos
-        _codec.need_until(io_end, pos, 8, 'header.snapshots_offset')
-        _f_snapshots_offset: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        if not ((_f_snapshots_offset % (1 << self.cluster_bits)) == 0):
-            raise _codec.invalid('header.snapshots_offset', _start, _f_snapshots_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
-        self.snapshots_offset = _f_snapshots_offset
+        if io_end - pos < 72:
+            _codec.need_until(io_end, pos, 72, 'header.magic')
+        _t = _S_HEADER_0.unpack_from(buf, pos)
+        self.magic = _t[0]
+        self.version = _t[1]
+        self.backing_file_offset = _t[2]
+        self.backing_file_size = _t[3]
+        self.cluster_bits = _t[4]
+        self.virtual_size = _t[5]
+        self.crypt_method = _codec.enum_or_int(_CRYPTMETHOD_BY_VALUE, _t[6])
+        self.l1_size = _t[7]
+        self.l1_table_offset = _t[8]
+        self.refcount_table_offset = _t[9]
+        self.refcount_table_clusters = _t[10]
+        self.nb_snapshots = _t[11]
+        self.snapshots_offset = _t[12]
+        if _t[0] != b'QFI\xfb':
+            raise _codec.ValidationError("expected b'QFI\\xfb', got " + repr(_t[0]), offset=pos + 0, path='header.magic')
+        if self.version not in (2, 3,):
+            raise _codec.invalid('header.version', pos + 4, self.version, 'any-of 2, 3')
+        if self.backing_file_size > 1023:
+            raise _codec.invalid('header.backing_file_size', pos + 16, self.backing_file_size, '<= 1023')
+        if self.cluster_bits < 9:
+            raise _codec.invalid('header.cluster_bits', pos + 20, self.cluster_bits, '>= 9')
+        if self.cluster_bits > 63:
+            raise _codec.invalid('header.cluster_bits', pos + 20, self.cluster_bits, '<= 63')
+        if not ((self.l1_table_offset % (1 << self.cluster_bits)) == 0):
+            raise _codec.invalid('header.l1_table_offset', pos + 40, self.l1_table_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
+        if not ((self.refcount_table_offset % (1 << self.cluster_bits)) == 0):
+            raise _codec.invalid('header.refcount_table_offset', pos + 48, self.refcount_table_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
+        if not ((self.snapshots_offset % (1 << self.cluster_bits)) == 0):
+            raise _codec.invalid('header.snapshots_offset', pos + 64, self.snapshots_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
+        pos += 72
         if (self.version >= 3):
-            _codec.need_until(io_end, pos, 8, 'header.incompatible_features')
-            _f_incompatible_features: int = _U8BE.unpack_from(buf, pos)[0]
-            pos += 8
-            self.incompatible_features = _f_incompatible_features
+            if io_end - pos < 32:
+                _codec.need_until(io_end, pos, 32, 'header.incompatible_features')
+            _t = _S_HEADER_1.unpack_from(buf, pos)
+            self.incompatible_features = _t[0]
+            self.compatible_features = _t[1]
+            self.autoclear_features = _t[2]
+            self.refcount_order = _t[3]
+            self.header_length = _t[4]
+            if self.refcount_order > 6:
+                raise _codec.invalid('header.refcount_order', pos + 24, self.refcount_order, '<= 6')
+            if self.header_length < 104:
+                raise _codec.invalid('header.header_length', pos + 28, self.header_length, '>= 104')
+            if self.header_length > (1 << self.cluster_bits):
+                raise _codec.invalid('header.header_length', pos + 28, self.header_length, '<= (1 << cluster_bits)')
+            pos += 32
         else:
             self.incompatible_features = None
-        if (self.version >= 3):
-            _codec.need_until(io_end, pos, 8, 'header.compatible_features')
-            _f_compatible_features: int = _U8BE.unpack_from(buf, pos)[0]
-            pos += 8
-            self.compatible_features = _f_compatible_features
-        else:
             self.compatible_features = None
-        if (self.version >= 3):
-            _codec.need_until(io_end, pos, 8, 'header.autoclear_features')
-            _f_autoclear_features: int = _U8BE.unpack_from(buf, pos)[0]
-            pos += 8
-            self.autoclear_features = _f_autoclear_features
-        else:
             self.autoclear_features = None
-        if (self.version >= 3):
-            _start = pos
-            _codec.need_until(io_end, pos, 4, 'header.refcount_order')
-            _f_refcount_order: int = _U4BE.unpack_from(buf, pos)[0]
-            pos += 4
-            if _f_refcount_order > 6:
-                raise _codec.invalid('header.refcount_order', _start, _f_refcount_order, '<= 6')
-            self.refcount_order = _f_refcount_order
-        else:
             self.refcount_order = None
-        if (self.version >= 3):
-            _start = pos
-            _codec.need_until(io_end, pos, 4, 'header.header_length')
-            _f_header_length: int = _U4BE.unpack_from(buf, pos)[0]
-            pos += 4
-            if _f_header_length < 104:
-                raise _codec.invalid('header.header_length', _start, _f_header_length, '>= 104')
-            if _f_header_length > (1 << self.cluster_bits):
-                raise _codec.invalid('header.header_length', _start, _f_header_length, '<= (1 << cluster_bits)')
-            self.header_length = _f_header_length
-        else:
             self.header_length = None
         if ((self.version >= 3) and (_codec.present(self.header_length, 'header.header_length') > 104)):
-            _start = pos
-            _codec.need_until(io_end, pos, 1, 'header.compression_type')
-            _f_compression_type: int = _U1BE.unpack_from(buf, pos)[0]
+            if io_end - pos < 1:
+                _codec.need_until(io_end, pos, 1, 'header.compression_type')
+            _t = _S_HEADER_2.unpack_from(buf, pos)
+            self.compression_type = _codec.enum_or_int(_COMPRESSIONTYPE_BY_VALUE, _t[0])
+            if not ((self.compression_type != CompressionType.DEFLATE) == ((_codec.present(self.incompatible_features, 'header.incompatible_features') & 8) != 0)):
+                raise _codec.invalid('header.compression_type', pos + 0, self.compression_type, 'expr ((_ != compression_type.DEFLATE) == ((incompatible_features & 8) != 0))')
             pos += 1
-            _f_compression_type = _codec.enum_or_int(_COMPRESSIONTYPE_BY_VALUE, _f_compression_type)
-            if not ((_f_compression_type != CompressionType.DEFLATE) == ((_codec.present(self.incompatible_features, 'header.incompatible_features') & 8) != 0)):
-                raise _codec.invalid('header.compression_type', _start, _f_compression_type, 'expr ((_ != compression_type.DEFLATE) == ((incompatible_features & 8) != 0))')
-            self.compression_type = _f_compression_type
         else:
             self.compression_type = None
         if ((self.version >= 3) and (_codec.present(self.header_length, 'header.header_length') > 104)):
             _sz = (_codec.present(self.header_length, 'header.header_length') - 105)
-            _codec.need_until(io_end, pos, _sz, 'header.additional_fields')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'header.additional_fields')
             _f_additional_fields = bytes(buf[pos:pos + _sz])
             pos += _sz
             self.additional_fields = _f_additional_fields
@@ -478,31 +428,33 @@ class Header:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _codec.fixed_bytes(self.magic, 4, 'header.magic')
-        out += _U4BE.pack(self.version)
-        out += _U8BE.pack(self.backing_file_offset)
-        out += _U4BE.pack(self.backing_file_size)
-        out += _U4BE.pack(self.cluster_bits)
-        out += _U8BE.pack(self.virtual_size)
-        out += _U4BE.pack(self.crypt_method)
-        out += _U4BE.pack(self.l1_size)
-        out += _U8BE.pack(self.l1_table_offset)
-        out += _U8BE.pack(self.refcount_table_offset)
-        out += _U4BE.pack(self.refcount_table_clusters)
-        out += _U4BE.pack(self.nb_snapshots)
-        out += _U8BE.pack(self.snapshots_offset)
+        out += _S_HEADER_0.pack(
+            _codec.fixed_bytes(self.magic, 4, 'header.magic'),
+            self.version,
+            self.backing_file_offset,
+            self.backing_file_size,
+            self.cluster_bits,
+            self.virtual_size,
+            self.crypt_method,
+            self.l1_size,
+            self.l1_table_offset,
+            self.refcount_table_offset,
+            self.refcount_table_clusters,
+            self.nb_snapshots,
+            self.snapshots_offset,
+        )
         if self.incompatible_features is not None:
-            out += _U8BE.pack(self.incompatible_features)
-        if self.compatible_features is not None:
-            out += _U8BE.pack(self.compatible_features)
-        if self.autoclear_features is not None:
-            out += _U8BE.pack(self.autoclear_features)
-        if self.refcount_order is not None:
-            out += _U4BE.pack(self.refcount_order)
-        if self.header_length is not None:
-            out += _U4BE.pack(self.header_length)
+            out += _S_HEADER_1.pack(
+                self.incompatible_features,
+                self.compatible_features,
+                self.autoclear_features,
+                self.refcount_order,
+                self.header_length,
+            )
         if self.compression_type is not None:
-            out += _U1BE.pack(self.compression_type)
+            out += _S_HEADER_2.pack(
+                self.compression_type,
+            )
         if self.additional_fields is not None:
             out += self.additional_fields
 
@@ -676,22 +628,21 @@ class HeaderExtension:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[HeaderExtension, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 4, 'header_extension.ext_type')
-        _f_ext_type: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        _f_ext_type = _codec.enum_or_int(_HEADEREXTENSIONTYPE_BY_VALUE, _f_ext_type)
-        self.ext_type = _f_ext_type
-        _codec.need_until(io_end, pos, 4, 'header_extension.len_data')
-        _f_len_data: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.len_data = _f_len_data
+        if io_end - pos < 8:
+            _codec.need_until(io_end, pos, 8, 'header_extension.ext_type')
+        _t = _S_HEADEREXTENSION_0.unpack_from(buf, pos)
+        self.ext_type = _codec.enum_or_int(_HEADEREXTENSIONTYPE_BY_VALUE, _t[0])
+        self.len_data = _t[1]
+        pos += 8
         _sz = self.len_data
-        _codec.need_until(io_end, pos, _sz, 'header_extension.data')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_extension.data')
         _f_data = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data = _f_data
         _sz = ((8 - (self.len_data % 8)) % 8)
-        _codec.need_until(io_end, pos, _sz, 'header_extension.padding')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'header_extension.padding')
         _f_padding = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.padding = _f_padding
@@ -707,8 +658,10 @@ class HeaderExtension:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U4BE.pack(self.ext_type)
-        out += _U4BE.pack(self.len_data)
+        out += _S_HEADEREXTENSION_0.pack(
+            self.ext_type,
+            self.len_data,
+        )
         out += self.data
         out += self.padding
 
@@ -820,20 +773,17 @@ class FeatureNameEntry:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[FeatureNameEntry, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 1, 'feature_name_entry.feature_type')
-        _f_feature_type: int = _U1BE.unpack_from(buf, pos)[0]
-        pos += 1
-        _f_feature_type = _codec.enum_or_int(_FEATURETYPE_BY_VALUE, _f_feature_type)
-        self.feature_type = _f_feature_type
-        _start = pos
-        _codec.need_until(io_end, pos, 1, 'feature_name_entry.bit_number')
-        _f_bit_number: int = _U1BE.unpack_from(buf, pos)[0]
-        pos += 1
-        if _f_bit_number > 63:
-            raise _codec.invalid('feature_name_entry.bit_number', _start, _f_bit_number, '<= 63')
-        self.bit_number = _f_bit_number
+        if io_end - pos < 2:
+            _codec.need_until(io_end, pos, 2, 'feature_name_entry.feature_type')
+        _t = _S_FEATURENAMEENTRY_0.unpack_from(buf, pos)
+        self.feature_type = _codec.enum_or_int(_FEATURETYPE_BY_VALUE, _t[0])
+        self.bit_number = _t[1]
+        if self.bit_number > 63:
+            raise _codec.invalid('feature_name_entry.bit_number', pos + 1, self.bit_number, '<= 63')
+        pos += 2
         _sz = 46
-        _codec.need_until(io_end, pos, _sz, 'feature_name_entry.name')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'feature_name_entry.name')
         _f_name = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
         self._raw_name = bytes(buf[pos:pos + _sz])
         pos += _sz
@@ -850,8 +800,10 @@ class FeatureNameEntry:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U1BE.pack(self.feature_type)
-        out += _U1BE.pack(self.bit_number)
+        out += _S_FEATURENAMEENTRY_0.pack(
+            self.feature_type,
+            self.bit_number,
+        )
         out += _codec.strz_bytes(self.name, self._raw_name, 'UTF-8', 46, 'feature_name_entry.name')
 
     @classmethod
@@ -893,14 +845,14 @@ class BitmapsExtension:
         if offset < 0 or len(buf) - offset < 24:
             _codec.need(buf, offset, 24, 'bitmaps_extension')
         t = _S_BITMAPSEXTENSION.unpack_from(buf, offset)
-        if t[0] < 1:
-            raise _codec.invalid('bitmaps_extension.nb_bitmaps', offset, t[0], '>= 1')
-        return cls(
+        self = cls(
             t[0],
             t[1],
             t[2],
             t[3],
         )
+        self._check(offset)
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -919,6 +871,10 @@ class BitmapsExtension:
             )
         except _struct.error as exc:
             raise _codec.BuildError(f'bitmaps_extension: {exc}') from None
+
+    def _check(self, offset: int) -> None:
+        if self.nb_bitmaps < 1:
+            raise _codec.invalid('bitmaps_extension.nb_bitmaps', offset + 0, self.nb_bitmaps, '>= 1')
 
     def _build(self, out: bytearray) -> None:
         out += self.build()
@@ -960,10 +916,11 @@ class FullDiskEncryptionHeaderPointer:
         if offset < 0 or len(buf) - offset < 16:
             _codec.need(buf, offset, 16, 'full_disk_encryption_header_pointer')
         t = _S_FULLDISKENCRYPTIONHEADERPOINTER.unpack_from(buf, offset)
-        return cls(
+        self = cls(
             t[0],
             t[1],
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -1026,7 +983,8 @@ class Table:
         self = cls.__new__(cls)
         self.num_entries = num_entries
         _n = self.num_entries
-        _codec.need_until(io_end, pos, _n * 8, 'table.entries')
+        if _n * 8 < 0 or io_end - pos < _n * 8:
+            _codec.need_until(io_end, pos, _n * 8, 'table.entries')
         self.entries = _codec.int_array(buf, pos, _n, 8, False, True, 'table.entries')
         pos += _n * 8
         return self, pos
@@ -1085,12 +1043,14 @@ class L1Entry:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[L1Entry, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 1, 'l1_entry.copied')
-        _w = int.from_bytes(buf[pos:pos + 1], 'big')
+        if io_end - pos < 1:
+            _codec.need_until(io_end, pos, 1, 'l1_entry.copied')
+        _t = _S_L1ENTRY_0.unpack_from(buf, pos)
+        self.copied = (_t[0] >> 7) & 0x1
+        self.reserved_high = _t[0] & 0x7f
         pos += 1
-        self.copied = (_w >> 7) & 0x1
-        self.reserved_high = (_w >> 0) & 0x7f
-        _codec.need_until(io_end, pos, 7, 'l1_entry.l2_table_sector')
+        if io_end - pos < 7:
+            _codec.need_until(io_end, pos, 7, 'l1_entry.l2_table_sector')
         _w = int.from_bytes(buf[pos:pos + 7], 'big')
         pos += 7
         self.l2_table_sector = (_w >> 9) & 0x7fffffffffff
@@ -1107,7 +1067,9 @@ class L1Entry:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += ((_codec.bits_fit(self.copied, 1, 'l1_entry.copied') << 7) | _codec.bits_fit(self.reserved_high, 7, 'l1_entry.copied')).to_bytes(1, 'big')
+        out += _S_L1ENTRY_0.pack(
+            (_codec.bits_fit(self.copied, 1, 'l1_entry.copied') << 7) | _codec.bits_fit(self.reserved_high, 7, 'l1_entry.copied'),
+        )
         out += ((_codec.bits_fit(self.l2_table_sector, 47, 'l1_entry.l2_table_sector') << 9) | _codec.bits_fit(self.reserved_low, 9, 'l1_entry.l2_table_sector')).to_bytes(7, 'big')
 
     @classmethod
@@ -1167,13 +1129,15 @@ class L2Entry:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[L2Entry, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 1, 'l2_entry.copied')
-        _w = int.from_bytes(buf[pos:pos + 1], 'big')
+        if io_end - pos < 1:
+            _codec.need_until(io_end, pos, 1, 'l2_entry.copied')
+        _t = _S_L2ENTRY_0.unpack_from(buf, pos)
+        self.copied = (_t[0] >> 7) & 0x1
+        self.compressed = (_t[0] >> 6) & 0x1
+        self.reserved_high = _t[0] & 0x3f
         pos += 1
-        self.copied = (_w >> 7) & 0x1
-        self.compressed = (_w >> 6) & 0x1
-        self.reserved_high = (_w >> 0) & 0x3f
-        _codec.need_until(io_end, pos, 7, 'l2_entry.host_cluster_sector')
+        if io_end - pos < 7:
+            _codec.need_until(io_end, pos, 7, 'l2_entry.host_cluster_sector')
         _w = int.from_bytes(buf[pos:pos + 7], 'big')
         pos += 7
         self.host_cluster_sector = (_w >> 9) & 0x7fffffffffff
@@ -1191,7 +1155,9 @@ class L2Entry:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += ((_codec.bits_fit(self.copied, 1, 'l2_entry.copied') << 7) | (_codec.bits_fit(self.compressed, 1, 'l2_entry.copied') << 6) | _codec.bits_fit(self.reserved_high, 6, 'l2_entry.copied')).to_bytes(1, 'big')
+        out += _S_L2ENTRY_0.pack(
+            (_codec.bits_fit(self.copied, 1, 'l2_entry.copied') << 7) | (_codec.bits_fit(self.compressed, 1, 'l2_entry.copied') << 6) | _codec.bits_fit(self.reserved_high, 6, 'l2_entry.copied'),
+        )
         out += ((_codec.bits_fit(self.host_cluster_sector, 47, 'l2_entry.host_cluster_sector') << 9) | (_codec.bits_fit(self.reserved_low, 8, 'l2_entry.host_cluster_sector') << 1) | _codec.bits_fit(self.all_zeros, 1, 'l2_entry.host_cluster_sector')).to_bytes(7, 'big')
 
     @classmethod
@@ -1249,14 +1215,12 @@ class L2EntryExtended:
         self = cls.__new__(cls)
         _f_entry, pos = L2Entry._parse(buf, pos, io_base, io_end, self, (_root if _root is not None else self))
         self.entry = _f_entry
-        _codec.need_until(io_end, pos, 4, 'l2_entry_extended.zero_bitmap')
-        _w = int.from_bytes(buf[pos:pos + 4], 'big')
-        pos += 4
-        self.zero_bitmap = (_w >> 0) & 0xffffffff
-        _codec.need_until(io_end, pos, 4, 'l2_entry_extended.alloc_bitmap')
-        _w = int.from_bytes(buf[pos:pos + 4], 'big')
-        pos += 4
-        self.alloc_bitmap = (_w >> 0) & 0xffffffff
+        if io_end - pos < 8:
+            _codec.need_until(io_end, pos, 8, 'l2_entry_extended.zero_bitmap')
+        _t = _S_L2ENTRYEXTENDED_0.unpack_from(buf, pos)
+        self.zero_bitmap = _t[0] & 0xffffffff
+        self.alloc_bitmap = _t[1] & 0xffffffff
+        pos += 8
         return self, pos
 
     def build(self) -> bytes:
@@ -1270,8 +1234,10 @@ class L2EntryExtended:
 
     def _build(self, out: bytearray) -> None:
         self.entry._build(out)
-        out += (_codec.bits_fit(self.zero_bitmap, 32, 'l2_entry_extended.zero_bitmap')).to_bytes(4, 'big')
-        out += (_codec.bits_fit(self.alloc_bitmap, 32, 'l2_entry_extended.alloc_bitmap')).to_bytes(4, 'big')
+        out += _S_L2ENTRYEXTENDED_0.pack(
+            _codec.bits_fit(self.zero_bitmap, 32, 'l2_entry_extended.zero_bitmap'),
+            _codec.bits_fit(self.alloc_bitmap, 32, 'l2_entry_extended.alloc_bitmap'),
+        )
 
     @classmethod
     def new(cls, **fields: Any) -> L2EntryExtended:
@@ -1319,10 +1285,11 @@ class CompressedClusterDescriptor:
                _parent: Any, _root: Any, cluster_bits: int) -> tuple[CompressedClusterDescriptor, int]:
         self = cls.__new__(cls)
         self.cluster_bits = cluster_bits
-        _codec.need_until(io_end, pos, 8, 'compressed_cluster_descriptor.entry')
-        _f_entry: int = _U8BE.unpack_from(buf, pos)[0]
+        if io_end - pos < 8:
+            _codec.need_until(io_end, pos, 8, 'compressed_cluster_descriptor.entry')
+        _t = _S_COMPRESSEDCLUSTERDESCRIPTOR_0.unpack_from(buf, pos)
+        self.entry = _t[0]
         pos += 8
-        self.entry = _f_entry
         return self, pos
 
     def build(self) -> bytes:
@@ -1335,7 +1302,9 @@ class CompressedClusterDescriptor:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U8BE.pack(self.entry)
+        out += _S_COMPRESSEDCLUSTERDESCRIPTOR_0.pack(
+            self.entry,
+        )
 
     @classmethod
     def new(cls, **fields: Any) -> CompressedClusterDescriptor:
@@ -1407,10 +1376,11 @@ class RefcountTableEntry:
         if offset < 0 or len(buf) - offset < 8:
             _codec.need(buf, offset, 8, 'refcount_table_entry')
         t = _S_REFCOUNTTABLEENTRY.unpack_from(buf, offset)
-        return cls(
+        self = cls(
             (t[0] >> 9) & 0x7fffffffffffff,
             t[0] & 0x1ff,
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -1489,7 +1459,8 @@ class RefcountBlock:
         self.cluster_size = cluster_size
         if (self.refcount_order < 3):
             _sz = self.cluster_size
-            _codec.need_until(io_end, pos, _sz, 'refcount_block.packed')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'refcount_block.packed')
             _f_packed = bytes(buf[pos:pos + _sz])
             pos += _sz
             self.packed = _f_packed
@@ -1497,28 +1468,32 @@ class RefcountBlock:
             self.packed = None
         if (self.refcount_order == 3):
             _n = self.cluster_size
-            _codec.need_until(io_end, pos, _n * 1, 'refcount_block.entries_8')
+            if _n * 1 < 0 or io_end - pos < _n * 1:
+                _codec.need_until(io_end, pos, _n * 1, 'refcount_block.entries_8')
             self.entries_8 = _codec.int_array(buf, pos, _n, 1, False, True, 'refcount_block.entries_8')
             pos += _n * 1
         else:
             self.entries_8 = None
         if (self.refcount_order == 4):
             _n = (self.cluster_size // 2)
-            _codec.need_until(io_end, pos, _n * 2, 'refcount_block.entries_16')
+            if _n * 2 < 0 or io_end - pos < _n * 2:
+                _codec.need_until(io_end, pos, _n * 2, 'refcount_block.entries_16')
             self.entries_16 = _codec.int_array(buf, pos, _n, 2, False, True, 'refcount_block.entries_16')
             pos += _n * 2
         else:
             self.entries_16 = None
         if (self.refcount_order == 5):
             _n = (self.cluster_size // 4)
-            _codec.need_until(io_end, pos, _n * 4, 'refcount_block.entries_32')
+            if _n * 4 < 0 or io_end - pos < _n * 4:
+                _codec.need_until(io_end, pos, _n * 4, 'refcount_block.entries_32')
             self.entries_32 = _codec.int_array(buf, pos, _n, 4, False, True, 'refcount_block.entries_32')
             pos += _n * 4
         else:
             self.entries_32 = None
         if (self.refcount_order == 6):
             _n = (self.cluster_size // 8)
-            _codec.need_until(io_end, pos, _n * 8, 'refcount_block.entries_64')
+            if _n * 8 < 0 or io_end - pos < _n * 8:
+                _codec.need_until(io_end, pos, _n * 8, 'refcount_block.entries_64')
             self.entries_64 = _codec.int_array(buf, pos, _n, 8, False, True, 'refcount_block.entries_64')
             pos += _n * 8
         else:
@@ -1673,59 +1648,40 @@ class SnapshotEntry:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[SnapshotEntry, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 8, 'snapshot_entry.l1_table_offset')
-        _f_l1_table_offset: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.l1_table_offset = _f_l1_table_offset
-        _codec.need_until(io_end, pos, 4, 'snapshot_entry.l1_size')
-        _f_l1_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.l1_size = _f_l1_size
-        _codec.need_until(io_end, pos, 2, 'snapshot_entry.id_str_size')
-        _f_id_str_size: int = _U2BE.unpack_from(buf, pos)[0]
-        pos += 2
-        self.id_str_size = _f_id_str_size
-        _codec.need_until(io_end, pos, 2, 'snapshot_entry.name_size')
-        _f_name_size: int = _U2BE.unpack_from(buf, pos)[0]
-        pos += 2
-        self.name_size = _f_name_size
-        _codec.need_until(io_end, pos, 4, 'snapshot_entry.date_sec')
-        _f_date_sec: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.date_sec = _f_date_sec
-        _codec.need_until(io_end, pos, 4, 'snapshot_entry.date_nsec')
-        _f_date_nsec: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.date_nsec = _f_date_nsec
-        _codec.need_until(io_end, pos, 8, 'snapshot_entry.vm_clock_nsec')
-        _f_vm_clock_nsec: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.vm_clock_nsec = _f_vm_clock_nsec
-        _codec.need_until(io_end, pos, 4, 'snapshot_entry.vm_state_size')
-        _f_vm_state_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.vm_state_size = _f_vm_state_size
-        _codec.need_until(io_end, pos, 4, 'snapshot_entry.extra_data_size')
-        _f_extra_data_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.extra_data_size = _f_extra_data_size
+        if io_end - pos < 40:
+            _codec.need_until(io_end, pos, 40, 'snapshot_entry.l1_table_offset')
+        _t = _S_SNAPSHOTENTRY_0.unpack_from(buf, pos)
+        self.l1_table_offset = _t[0]
+        self.l1_size = _t[1]
+        self.id_str_size = _t[2]
+        self.name_size = _t[3]
+        self.date_sec = _t[4]
+        self.date_nsec = _t[5]
+        self.vm_clock_nsec = _t[6]
+        self.vm_state_size = _t[7]
+        self.extra_data_size = _t[8]
+        pos += 40
         _sz = self.extra_data_size
-        _codec.need_until(io_end, pos, _sz, 'snapshot_entry.extra_data')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'snapshot_entry.extra_data')
         _f_extra_data, _ = SnapshotExtraData._parse(buf, pos, pos, pos + _sz, self, (_root if _root is not None else self), self.extra_data_size)
         pos += _sz
         self.extra_data = _f_extra_data
         _sz = self.id_str_size
-        _codec.need_until(io_end, pos, _sz, 'snapshot_entry.id_str')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'snapshot_entry.id_str')
         _f_id_str = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
         pos += _sz
         self.id_str = _f_id_str
         _sz = self.name_size
-        _codec.need_until(io_end, pos, _sz, 'snapshot_entry.name')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'snapshot_entry.name')
         _f_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
         pos += _sz
         self.name = _f_name
         _sz = ((8 - ((((40 + self.extra_data_size) + self.id_str_size) + self.name_size) % 8)) % 8)
-        _codec.need_until(io_end, pos, _sz, 'snapshot_entry.padding')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'snapshot_entry.padding')
         _f_padding = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.padding = _f_padding
@@ -1741,15 +1697,17 @@ class SnapshotEntry:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U8BE.pack(self.l1_table_offset)
-        out += _U4BE.pack(self.l1_size)
-        out += _U2BE.pack(self.id_str_size)
-        out += _U2BE.pack(self.name_size)
-        out += _U4BE.pack(self.date_sec)
-        out += _U4BE.pack(self.date_nsec)
-        out += _U8BE.pack(self.vm_clock_nsec)
-        out += _U4BE.pack(self.vm_state_size)
-        out += _U4BE.pack(self.extra_data_size)
+        out += _S_SNAPSHOTENTRY_0.pack(
+            self.l1_table_offset,
+            self.l1_size,
+            self.id_str_size,
+            self.name_size,
+            self.date_sec,
+            self.date_nsec,
+            self.vm_clock_nsec,
+            self.vm_state_size,
+            self.extra_data_size,
+        )
         self.extra_data._build(out)
         out += _codec.encode_str(self.id_str, 'UTF-8')
         out += _codec.encode_str(self.name, 'UTF-8')
@@ -1816,29 +1774,33 @@ class SnapshotExtraData:
         self = cls.__new__(cls)
         self.len_extra_data = len_extra_data
         if (self.len_extra_data >= 8):
-            _codec.need_until(io_end, pos, 8, 'snapshot_extra_data.vm_state_size_large')
-            _f_vm_state_size_large: int = _U8BE.unpack_from(buf, pos)[0]
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'snapshot_extra_data.vm_state_size_large')
+            _t = _S_SNAPSHOTEXTRADATA_0.unpack_from(buf, pos)
+            self.vm_state_size_large = _t[0]
             pos += 8
-            self.vm_state_size_large = _f_vm_state_size_large
         else:
             self.vm_state_size_large = None
         if (self.len_extra_data >= 16):
-            _codec.need_until(io_end, pos, 8, 'snapshot_extra_data.disk_size')
-            _f_disk_size: int = _U8BE.unpack_from(buf, pos)[0]
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'snapshot_extra_data.disk_size')
+            _t = _S_SNAPSHOTEXTRADATA_1.unpack_from(buf, pos)
+            self.disk_size = _t[0]
             pos += 8
-            self.disk_size = _f_disk_size
         else:
             self.disk_size = None
         if (self.len_extra_data >= 24):
-            _codec.need_until(io_end, pos, 8, 'snapshot_extra_data.icount')
-            _f_icount: int = _S8BE.unpack_from(buf, pos)[0]
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'snapshot_extra_data.icount')
+            _t = _S_SNAPSHOTEXTRADATA_2.unpack_from(buf, pos)
+            self.icount = _t[0]
             pos += 8
-            self.icount = _f_icount
         else:
             self.icount = None
         if (self.len_extra_data > 24):
             _sz = (self.len_extra_data - 24)
-            _codec.need_until(io_end, pos, _sz, 'snapshot_extra_data.unknown')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'snapshot_extra_data.unknown')
             _f_unknown = bytes(buf[pos:pos + _sz])
             pos += _sz
             self.unknown = _f_unknown
@@ -1857,11 +1819,17 @@ class SnapshotExtraData:
 
     def _build(self, out: bytearray) -> None:
         if self.vm_state_size_large is not None:
-            out += _U8BE.pack(self.vm_state_size_large)
+            out += _S_SNAPSHOTEXTRADATA_0.pack(
+                self.vm_state_size_large,
+            )
         if self.disk_size is not None:
-            out += _U8BE.pack(self.disk_size)
+            out += _S_SNAPSHOTEXTRADATA_1.pack(
+                self.disk_size,
+            )
         if self.icount is not None:
-            out += _S8BE.pack(self.icount)
+            out += _S_SNAPSHOTEXTRADATA_2.pack(
+                self.icount,
+            )
         if self.unknown is not None:
             out += self.unknown
 
@@ -1989,56 +1957,39 @@ class BitmapDirectoryEntry:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[BitmapDirectoryEntry, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 8, 'bitmap_directory_entry.bitmap_table_offset')
-        _f_bitmap_table_offset: int = _U8BE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.bitmap_table_offset = _f_bitmap_table_offset
-        _codec.need_until(io_end, pos, 4, 'bitmap_directory_entry.bitmap_table_size')
-        _f_bitmap_table_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.bitmap_table_size = _f_bitmap_table_size
-        _codec.need_until(io_end, pos, 4, 'bitmap_directory_entry.reserved_flags')
-        _w = int.from_bytes(buf[pos:pos + 4], 'big')
-        pos += 4
-        self.reserved_flags = (_w >> 3) & 0x1fffffff
-        self.extra_data_compatible = (_w >> 2) & 0x1
-        self.auto = (_w >> 1) & 0x1
-        self.in_use = (_w >> 0) & 0x1
-        _codec.need_until(io_end, pos, 1, 'bitmap_directory_entry.bitmap_type')
-        _f_bitmap_type: int = _U1BE.unpack_from(buf, pos)[0]
-        pos += 1
-        _f_bitmap_type = _codec.enum_or_int(_BITMAPTYPE_BY_VALUE, _f_bitmap_type)
-        self.bitmap_type = _f_bitmap_type
-        _start = pos
-        _codec.need_until(io_end, pos, 1, 'bitmap_directory_entry.granularity_bits')
-        _f_granularity_bits: int = _U1BE.unpack_from(buf, pos)[0]
-        pos += 1
-        if _f_granularity_bits > 63:
-            raise _codec.invalid('bitmap_directory_entry.granularity_bits', _start, _f_granularity_bits, '<= 63')
-        self.granularity_bits = _f_granularity_bits
-        _start = pos
-        _codec.need_until(io_end, pos, 2, 'bitmap_directory_entry.name_size')
-        _f_name_size: int = _U2BE.unpack_from(buf, pos)[0]
-        pos += 2
-        if _f_name_size < 1:
-            raise _codec.invalid('bitmap_directory_entry.name_size', _start, _f_name_size, '>= 1')
-        self.name_size = _f_name_size
-        _codec.need_until(io_end, pos, 4, 'bitmap_directory_entry.extra_data_size')
-        _f_extra_data_size: int = _U4BE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.extra_data_size = _f_extra_data_size
+        if io_end - pos < 24:
+            _codec.need_until(io_end, pos, 24, 'bitmap_directory_entry.bitmap_table_offset')
+        _t = _S_BITMAPDIRECTORYENTRY_0.unpack_from(buf, pos)
+        self.bitmap_table_offset = _t[0]
+        self.bitmap_table_size = _t[1]
+        self.reserved_flags = (_t[2] >> 3) & 0x1fffffff
+        self.extra_data_compatible = (_t[2] >> 2) & 0x1
+        self.auto = (_t[2] >> 1) & 0x1
+        self.in_use = _t[2] & 0x1
+        self.bitmap_type = _codec.enum_or_int(_BITMAPTYPE_BY_VALUE, _t[3])
+        self.granularity_bits = _t[4]
+        self.name_size = _t[5]
+        self.extra_data_size = _t[6]
+        if self.granularity_bits > 63:
+            raise _codec.invalid('bitmap_directory_entry.granularity_bits', pos + 17, self.granularity_bits, '<= 63')
+        if self.name_size < 1:
+            raise _codec.invalid('bitmap_directory_entry.name_size', pos + 18, self.name_size, '>= 1')
+        pos += 24
         _sz = self.extra_data_size
-        _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.extra_data')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.extra_data')
         _f_extra_data = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.extra_data = _f_extra_data
         _sz = self.name_size
-        _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.name')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.name')
         _f_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
         pos += _sz
         self.name = _f_name
         _sz = ((8 - (((24 + self.extra_data_size) + self.name_size) % 8)) % 8)
-        _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.padding')
+        if _sz < 0 or io_end - pos < _sz:
+            _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.padding')
         _f_padding = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.padding = _f_padding
@@ -2054,13 +2005,15 @@ class BitmapDirectoryEntry:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += _U8BE.pack(self.bitmap_table_offset)
-        out += _U4BE.pack(self.bitmap_table_size)
-        out += ((_codec.bits_fit(self.reserved_flags, 29, 'bitmap_directory_entry.reserved_flags') << 3) | (_codec.bits_fit(self.extra_data_compatible, 1, 'bitmap_directory_entry.reserved_flags') << 2) | (_codec.bits_fit(self.auto, 1, 'bitmap_directory_entry.reserved_flags') << 1) | _codec.bits_fit(self.in_use, 1, 'bitmap_directory_entry.reserved_flags')).to_bytes(4, 'big')
-        out += _U1BE.pack(self.bitmap_type)
-        out += _U1BE.pack(self.granularity_bits)
-        out += _U2BE.pack(self.name_size)
-        out += _U4BE.pack(self.extra_data_size)
+        out += _S_BITMAPDIRECTORYENTRY_0.pack(
+            self.bitmap_table_offset,
+            self.bitmap_table_size,
+            (_codec.bits_fit(self.reserved_flags, 29, 'bitmap_directory_entry.reserved_flags') << 3) | (_codec.bits_fit(self.extra_data_compatible, 1, 'bitmap_directory_entry.reserved_flags') << 2) | (_codec.bits_fit(self.auto, 1, 'bitmap_directory_entry.reserved_flags') << 1) | _codec.bits_fit(self.in_use, 1, 'bitmap_directory_entry.reserved_flags'),
+            self.bitmap_type,
+            self.granularity_bits,
+            self.name_size,
+            self.extra_data_size,
+        )
         out += self.extra_data
         out += _codec.encode_str(self.name, 'UTF-8')
         out += self.padding
@@ -2123,11 +2076,13 @@ class BitmapTableEntry:
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[BitmapTableEntry, int]:
         self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 1, 'bitmap_table_entry.reserved_high')
-        _w = int.from_bytes(buf[pos:pos + 1], 'big')
+        if io_end - pos < 1:
+            _codec.need_until(io_end, pos, 1, 'bitmap_table_entry.reserved_high')
+        _t = _S_BITMAPTABLEENTRY_0.unpack_from(buf, pos)
+        self.reserved_high = _t[0] & 0xff
         pos += 1
-        self.reserved_high = (_w >> 0) & 0xff
-        _codec.need_until(io_end, pos, 7, 'bitmap_table_entry.data_cluster_sector')
+        if io_end - pos < 7:
+            _codec.need_until(io_end, pos, 7, 'bitmap_table_entry.data_cluster_sector')
         _w = int.from_bytes(buf[pos:pos + 7], 'big')
         pos += 7
         self.data_cluster_sector = (_w >> 9) & 0x7fffffffffff
@@ -2145,7 +2100,9 @@ class BitmapTableEntry:
         return bytes(out)
 
     def _build(self, out: bytearray) -> None:
-        out += (_codec.bits_fit(self.reserved_high, 8, 'bitmap_table_entry.reserved_high')).to_bytes(1, 'big')
+        out += _S_BITMAPTABLEENTRY_0.pack(
+            _codec.bits_fit(self.reserved_high, 8, 'bitmap_table_entry.reserved_high'),
+        )
         out += ((_codec.bits_fit(self.data_cluster_sector, 47, 'bitmap_table_entry.data_cluster_sector') << 9) | (_codec.bits_fit(self.reserved_low, 8, 'bitmap_table_entry.data_cluster_sector') << 1) | _codec.bits_fit(self.all_ones, 1, 'bitmap_table_entry.data_cluster_sector')).to_bytes(7, 'big')
 
     @classmethod

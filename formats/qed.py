@@ -27,8 +27,7 @@ __all__ = [
 
 SPEC_ID = 'qed'
 SPEC_SHA256 = '7305b7f7254de2362636aa52822fc5fedf6ec2662257f59debc9fd51f957d8bf'
-_U4LE = _struct.Struct('<I')
-_U8LE = _struct.Struct('<Q')
+_S_HEADER = _struct.Struct('<4sIIIQQQQQII')
 
 
 class FeatureFlag(IntEnum):
@@ -123,7 +122,8 @@ class Qed:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='qed.backing_filename')
         if self.header.has_backing_file:
             _sz = self.header.backing_filename_size
-            _codec.need_until(io_end, pos, _sz, 'qed.backing_filename')
+            if _sz < 0 or io_end - pos < _sz:
+                _codec.need_until(io_end, pos, _sz, 'qed.backing_filename')
             _f_backing_filename = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
             pos += _sz
             _result = _f_backing_filename
@@ -179,98 +179,69 @@ class Header:
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
-        """Decode from `buf` at `offset`; the stream is all of `buf`."""
-        return cls._parse(buf, offset, 0, len(buf), None, None)[0]
+        """Decode from `buf` at `offset` (64 bytes)."""
+        if offset < 0 or len(buf) - offset < 64:
+            _codec.need(buf, offset, 64, 'header')
+        t = _S_HEADER.unpack_from(buf, offset)
+        if t[0] != b'QED\x00':
+            raise _codec.ValidationError("expected b'QED\\x00', got " + repr(t[0]), offset=offset, path='header.magic')
+        self = cls(
+            t[0],
+            t[1],
+            t[2],
+            t[3],
+            t[4],
+            t[5],
+            t[6],
+            t[7],
+            t[8],
+            t[9],
+            t[10],
+        )
+        self._check(offset)
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
                _parent: Any, _root: Any) -> tuple[Header, int]:
-        self = cls.__new__(cls)
-        _codec.need_until(io_end, pos, 4, 'header.magic')
-        _f_magic = _codec.check_contents(buf, pos, b'QED\x00', 'header.magic')
-        pos += 4
-        self.magic = _f_magic
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.cluster_size')
-        _f_cluster_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        if not (((_f_cluster_size >= 4096) and (_f_cluster_size <= 67108864)) and ((_f_cluster_size & (_f_cluster_size - 1)) == 0)):
-            raise _codec.invalid('header.cluster_size', _start, _f_cluster_size, 'expr (((_ >= 4096) and (_ <= 67108864)) and ((_ & (_ - 1)) == 0))')
-        self.cluster_size = _f_cluster_size
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.table_size')
-        _f_table_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        if _f_table_size not in (1, 2, 4, 8, 16,):
-            raise _codec.invalid('header.table_size', _start, _f_table_size, 'any-of 1, 2, 4, 8, 16')
-        self.table_size = _f_table_size
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.header_size')
-        _f_header_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        if _f_header_size < 1:
-            raise _codec.invalid('header.header_size', _start, _f_header_size, '>= 1')
-        self.header_size = _f_header_size
-        _codec.need_until(io_end, pos, 8, 'header.features')
-        _f_features: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.features = _f_features
-        _codec.need_until(io_end, pos, 8, 'header.compat_features')
-        _f_compat_features: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.compat_features = _f_compat_features
-        _codec.need_until(io_end, pos, 8, 'header.autoclear_features')
-        _f_autoclear_features: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        self.autoclear_features = _f_autoclear_features
-        _start = pos
-        _codec.need_until(io_end, pos, 8, 'header.l1_table_offset')
-        _f_l1_table_offset: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        if not (((_f_l1_table_offset % self.cluster_size) == 0) and (_f_l1_table_offset >= (self.header_size * self.cluster_size))):
-            raise _codec.invalid('header.l1_table_offset', _start, _f_l1_table_offset, 'expr (((_ % cluster_size) == 0) and (_ >= (header_size * cluster_size)))')
-        self.l1_table_offset = _f_l1_table_offset
-        _start = pos
-        _codec.need_until(io_end, pos, 8, 'header.image_size')
-        _f_image_size: int = _U8LE.unpack_from(buf, pos)[0]
-        pos += 8
-        if not (((_f_image_size % 512) == 0) and (_f_image_size <= ((((self.cluster_size * self.table_size) // 8) * ((self.cluster_size * self.table_size) // 8)) * self.cluster_size))):
-            raise _codec.invalid('header.image_size', _start, _f_image_size, 'expr (((_ % 512) == 0) and (_ <= ((((cluster_size * table_size) // 8) * ((cluster_size * table_size) // 8)) * cluster_size)))')
-        self.image_size = _f_image_size
-        _codec.need_until(io_end, pos, 4, 'header.backing_filename_offset')
-        _f_backing_filename_offset: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        self.backing_filename_offset = _f_backing_filename_offset
-        _start = pos
-        _codec.need_until(io_end, pos, 4, 'header.backing_filename_size')
-        _f_backing_filename_size: int = _U4LE.unpack_from(buf, pos)[0]
-        pos += 4
-        if not (((self.features & 1) == 0) or ((self.backing_filename_offset + _f_backing_filename_size) <= (self.header_size * self.cluster_size))):
-            raise _codec.invalid('header.backing_filename_size', _start, _f_backing_filename_size, 'expr (((features & 1) == 0) or ((backing_filename_offset + _) <= (header_size * cluster_size)))')
-        self.backing_filename_size = _f_backing_filename_size
-        return self, pos
+        _codec.need_until(io_end, pos, 64, 'header')
+        return cls.parse(buf, pos), pos + 64
 
     def build(self) -> bytes:
-        """Encode this record."""
-        out = bytearray()
+        """Encode to exactly 64 bytes."""
         try:
-            self._build(out)
+            return _S_HEADER.pack(
+                _codec.fixed_bytes(self.magic, 4, 'header.magic'),
+                self.cluster_size,
+                self.table_size,
+                self.header_size,
+                self.features,
+                self.compat_features,
+                self.autoclear_features,
+                self.l1_table_offset,
+                self.image_size,
+                self.backing_filename_offset,
+                self.backing_filename_size,
+            )
         except _struct.error as exc:
             raise _codec.BuildError(f'header: {exc}') from None
-        return bytes(out)
+
+    def _check(self, offset: int) -> None:
+        if not (((self.cluster_size >= 4096) and (self.cluster_size <= 67108864)) and ((self.cluster_size & (self.cluster_size - 1)) == 0)):
+            raise _codec.invalid('header.cluster_size', offset + 4, self.cluster_size, 'expr (((_ >= 4096) and (_ <= 67108864)) and ((_ & (_ - 1)) == 0))')
+        if self.table_size not in (1, 2, 4, 8, 16,):
+            raise _codec.invalid('header.table_size', offset + 8, self.table_size, 'any-of 1, 2, 4, 8, 16')
+        if self.header_size < 1:
+            raise _codec.invalid('header.header_size', offset + 12, self.header_size, '>= 1')
+        if not (((self.l1_table_offset % self.cluster_size) == 0) and (self.l1_table_offset >= (self.header_size * self.cluster_size))):
+            raise _codec.invalid('header.l1_table_offset', offset + 40, self.l1_table_offset, 'expr (((_ % cluster_size) == 0) and (_ >= (header_size * cluster_size)))')
+        if not (((self.image_size % 512) == 0) and (self.image_size <= ((((self.cluster_size * self.table_size) // 8) * ((self.cluster_size * self.table_size) // 8)) * self.cluster_size))):
+            raise _codec.invalid('header.image_size', offset + 48, self.image_size, 'expr (((_ % 512) == 0) and (_ <= ((((cluster_size * table_size) // 8) * ((cluster_size * table_size) // 8)) * cluster_size)))')
+        if not (((self.features & 1) == 0) or ((self.backing_filename_offset + self.backing_filename_size) <= (self.header_size * self.cluster_size))):
+            raise _codec.invalid('header.backing_filename_size', offset + 60, self.backing_filename_size, 'expr (((features & 1) == 0) or ((backing_filename_offset + _) <= (header_size * cluster_size)))')
 
     def _build(self, out: bytearray) -> None:
-        out += _codec.fixed_bytes(self.magic, 4, 'header.magic')
-        out += _U4LE.pack(self.cluster_size)
-        out += _U4LE.pack(self.table_size)
-        out += _U4LE.pack(self.header_size)
-        out += _U8LE.pack(self.features)
-        out += _U8LE.pack(self.compat_features)
-        out += _U8LE.pack(self.autoclear_features)
-        out += _U8LE.pack(self.l1_table_offset)
-        out += _U8LE.pack(self.image_size)
-        out += _U4LE.pack(self.backing_filename_offset)
-        out += _U4LE.pack(self.backing_filename_size)
+        out += self.build()
 
     @classmethod
     def new(cls, **fields: Any) -> Header:
@@ -360,7 +331,8 @@ class Table:
         self = cls.__new__(cls)
         self.num_entries = num_entries
         _n = self.num_entries
-        _codec.need_until(io_end, pos, _n * 8, 'table.entries')
+        if _n * 8 < 0 or io_end - pos < _n * 8:
+            _codec.need_until(io_end, pos, _n * 8, 'table.entries')
         self.entries = _codec.int_array(buf, pos, _n, 8, False, False, 'table.entries')
         pos += _n * 8
         return self, pos

@@ -214,7 +214,7 @@ class Footer:
         t = _S_FOOTER.unpack_from(buf, offset)
         if t[0] != b'conectix':
             raise _codec.ValidationError("expected b'conectix', got " + repr(t[0]), offset=offset, path='footer.cookie')
-        return cls(
+        self = cls(
             t[0],
             t[1],
             t[2],
@@ -232,6 +232,7 @@ class Footer:
             t[16],
             t[17],
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -356,11 +357,12 @@ class DiskGeometry:
         if offset < 0 or len(buf) - offset < 4:
             _codec.need(buf, offset, 4, 'disk_geometry')
         t = _S_DISKGEOMETRY.unpack_from(buf, offset)
-        return cls(
+        self = cls(
             t[0],
             t[1],
             t[2],
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -441,7 +443,7 @@ class DynamicHeader:
         t = _S_DYNAMICHEADER.unpack_from(buf, offset)
         if t[0] != b'cxsparse':
             raise _codec.ValidationError("expected b'cxsparse', got " + repr(t[0]), offset=offset, path='dynamic_header.cookie')
-        return cls(
+        self = cls(
             t[0],
             t[1],
             t[2],
@@ -456,6 +458,7 @@ class DynamicHeader:
             [ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[11]), t[12], t[13], t[14], t[15]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[16]), t[17], t[18], t[19], t[20]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[21]), t[22], t[23], t[24], t[25]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[26]), t[27], t[28], t[29], t[30]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[31]), t[32], t[33], t[34], t[35]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[36]), t[37], t[38], t[39], t[40]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[41]), t[42], t[43], t[44], t[45]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[46]), t[47], t[48], t[49], t[50])],
             t[51],
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -612,13 +615,14 @@ class ParentLocator:
         if offset < 0 or len(buf) - offset < 24:
             _codec.need(buf, offset, 24, 'parent_locator')
         t = _S_PARENTLOCATOR.unpack_from(buf, offset)
-        return cls(
+        self = cls(
             _codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[0]),
             t[1],
             t[2],
             t[3],
             t[4],
         )
+        return self
 
     @classmethod
     def _parse(cls, buf: _codec.Buffer, pos: int, io_base: int, io_end: int,
@@ -684,7 +688,8 @@ class Bat:
         self = cls.__new__(cls)
         self.num_entries = num_entries
         _n = self.num_entries
-        _codec.need_until(io_end, pos, _n * 4, 'bat.entries')
+        if _n * 4 < 0 or io_end - pos < _n * 4:
+            _codec.need_until(io_end, pos, _n * 4, 'bat.entries')
         self.entries = _codec.int_array(buf, pos, _n, 4, False, True, 'bat.entries')
         pos += _n * 4
         return self, pos

@@ -139,11 +139,7 @@ types:
           file unless log_guid is all zero (no log to replay); the `valid` rule
           encodes exactly that. QEMU is stricter and rejects any non-zero value.
         valid:
-          expr: >-
-            _ == 0 or (log_guid[0] | log_guid[1] | log_guid[2] | log_guid[3] |
-            log_guid[4] | log_guid[5] | log_guid[6] | log_guid[7] | log_guid[8] |
-            log_guid[9] | log_guid[10] | log_guid[11] | log_guid[12] |
-            log_guid[13] | log_guid[14] | log_guid[15]) == 0
+          expr: '_ == 0 or log_guid == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]'
       - id: version
         type: u2
         doc: VHDX format version; must be 1 ("VHDX version 2"), otherwise the file must not be processed.

@@ -234,3 +234,24 @@ def test_field_tables_describe_the_layout() -> None:
     assert rows["disk_type"].enum == "disk_type"
     assert rows["timestamp"].orig_id == "Time Stamp"
     assert sum(f.size for f in vhd.Footer.FIELDS) == vhd.Footer.SIZE
+
+
+def test_vhdx_headers_from_qemu_verify_and_every_flip_fails(make_image: Any) -> None:
+    from diskspec.formats import vhdx
+
+    data = make_image("vhdx", "64M").read_bytes()
+    headers = [vhdx.Header.parse(data, at) for at in (64 * 1024, 128 * 1024)]
+    assert all(h.verify_checksum() for h in headers)
+    assert headers[0].sequence_number != headers[1].sequence_number
+    for at in (64 * 1024, 128 * 1024):
+        assert vhdx.Header.verify_buffer(data, at)
+        block = bytearray(data[at : at + 4096])
+        for i in range(4096):
+            block[i] ^= 0x80
+            assert not vhdx.Header.verify_buffer(bytes(block)), f"flip at byte {i} not caught"
+            block[i] ^= 0x80
+    for at in (192 * 1024, 256 * 1024):  # region tables: CRC over the whole 64 KiB
+        assert vhdx.RegionTable.verify_buffer(data, at)
+        corrupt = bytearray(data)
+        corrupt[at + 60000] ^= 1
+        assert not vhdx.RegionTable.verify_buffer(bytes(corrupt), at)
