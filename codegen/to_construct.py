@@ -15,7 +15,9 @@ How the IR maps onto construct
   `_bits<N>` member with the fields lifted into the type by `Computed`s (a `Rebuild` makes
   the group buildable). Big bit-endian: `BitStruct` (the first field is the most significant
   bits). Little bit-endian: `ByteSwapped(BitStruct(reversed fields))`, i.e. the group read
-  as a little-endian integer with the first field in its least significant bits.
+  as a little-endian integer with the first field in its least significant bits. The bit
+  order decides, never the byte order. `b1` gives an int (0/1) like every bit field, as the
+  generated codecs do (Kaitai itself gives a bool, equal to it in comparisons).
 * `contents` -> `Const`.
 * byte arrays -> `Bytes(size)` / `GreedyBytes` (`size-eos`).
 * `str` / `strz` -> an `Adapter` over the field's bytes (`FixedSized` pads on build): UTF-16
@@ -28,7 +30,8 @@ How the IR maps onto construct
   `parse(..., name=value)` / `parse_stream(...)` (construct puts them in the context).
 * `enum` -> an `Enum` (known values parse to construct's `EnumIntegerString`, unknown ones to
   plain ints, never an error; `parse_fields` turns both into `int`).
-* `valid` -> `ExprValidator` on each item (rules: eq, any-of, min, max, expr with `_`).
+* `valid` -> a construct `Validator` on each item (rules: eq, any-of, min, max, expr with
+  `_` bound to the item); a failure raises construct's `ValidationError`.
 * `repeat: expr` -> `Array`; `repeat: eos` -> `_RepeatEos`, a `GreedyRange` whose parse has
   Kaitai's semantics: items are read while the stream has bytes left and an item that
   fails is an error (plain `GreedyRange` stops silently at the first item that fails, which
@@ -36,18 +39,25 @@ How the IR maps onto construct
 * `if` -> `If` (absent fields are `None`).
 * expressions (the `expr.py` AST) are compiled to closures evaluated against the construct
   context: field and param names from the context, `_parent` -> `ctx._`, `_root` ->
-  `ctx._root`, `_index` -> `ctx._index`, `_io.size` / `_io.pos` -> size of and position in
-  the current (sub)stream, `enum::member` -> its integer, `.length` / `.size` -> `len()`
-  unless the object is a structure with such a field, `.to_i` -> `int()`, `/` -> floor
-  division on integers.
+  `ctx._root` (also after a dot: `_parent._parent`), `_index` -> `ctx._index`, `_io.size` /
+  `_io.pos` -> size of and position in the current (sub)stream (relative to the substream,
+  as in Kaitai), `enum::member` -> its integer, `[0x4d, 0x5a]` -> bytes, `.length` /
+  `.size` -> `len()` unless the object is a structure with such a field, `.to_i` ->
+  `int()`, `/` -> floor division on integers and true division on floats, `and` / `or` ->
+  bool. Reading an absent (`if`) field in an expression is an error (`KaitaiExprError`).
+* Problems found while translating (an unknown name or enum member in an expression the
+  loader did not check) raise a located `SpecError`.
+* Hidden keys in parsed containers and contexts all start with `_kaitai_` or `_bits`; the
+  seq fields keep their ksy ids.
 
 Not covered
 -----------
-* Instances are not members of the Structs and are not returned by `parse_fields` (seq
-  fields only). Expressions may still *read* them: a value instance is evaluated on demand
-  from the same context, a pos instance is parsed on demand from the type's stream (seeking
-  and coming back). Reading an instance through a child structure (`child.inst`) works only
-  when that instance needs neither `_parent` nor `_root`.
+* Instances (pos and value) are not members of the Structs and are not returned by
+  `parse_fields` (seq fields only). Expressions may still *read* them: a value instance is
+  evaluated on first use from the same context, a pos instance is parsed on first use from
+  the type's stream (seeking there and coming back); both are then kept, as in Kaitai.
+  Reading an instance through a child structure (`child.inst`) works only when that
+  instance needs neither `_parent` nor `_root` (a parsed container has neither).
 * `-checksum` is not checked (the generated codecs do that; it is not part of the layout).
 * Building is best effort (the constructs are for parsing); values must be given as
   construct expects them (bit fields, enums as ints or labels, params as keyword arguments).
@@ -56,7 +66,8 @@ Not covered
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +75,7 @@ import construct as cs  # type: ignore[import-untyped]
 
 from .expr import Attr, Binary, Bool, ByteArray, EnumLit, Index, Name, Node, Num, Str, Ternary, Unary
 from .ir import Attribute, Instance, Spec, TypeDef
-from .loader import load_spec
+from .loader import SpecError, load_spec
 
 __all__ = ["KaitaiExprError", "load_structs", "parse_fields", "to_construct"]
 
@@ -72,6 +83,8 @@ TYPE_KEY = "_kaitai_type"
 """Name of the hidden Computed member holding the ksy path of a parsed structure."""
 
 _ARGS_KEY = "_kaitai_args"  # where _Call leaves a parameterised type's arguments
+_CACHE_KEY = "_kaitai_instances"  # instance values already computed, per context
+_SPECIAL = {"_parent": "_", "_root": "_root", "_io": "_io"}  # Kaitai name -> context key
 
 Construct = Any  # construct ships no type information
 Context = Any  # a construct Container
@@ -138,7 +151,7 @@ class _Text(cs.Adapter):  # type: ignore[misc]
     def __init__(self, subcon: Construct, encoding: str, zero_terminated: bool):
         super().__init__(subcon)
         self.codec = _CODECS[encoding]
-        self.errors = "surrogatepass" if self.codec.startswith("utf-16") else "surrogateescape"
+        self.handler = "surrogatepass" if self.codec.startswith("utf-16") else "surrogateescape"
         self.unit = 2 if self.codec.startswith("utf-16") else 1
         self.zero_terminated = zero_terminated
 
@@ -150,10 +163,10 @@ class _Text(cs.Adapter):  # type: ignore[misc]
                 if raw[i:i + self.unit] == nul:
                     raw = raw[:i]
                     break
-        return raw.decode(self.codec, self.errors)
+        return raw.decode(self.codec, self.handler)
 
     def _encode(self, obj: str, context: Context, path: str) -> bytes:
-        return obj.encode(self.codec, self.errors)
+        return obj.encode(self.codec, self.handler)
 
 
 class _Call(cs.Subconstruct):  # type: ignore[misc]
@@ -203,7 +216,7 @@ class _Valid(cs.Validator):  # type: ignore[misc]
         self.check = check
 
     def _validate(self, obj: Any, context: Context, path: str) -> bool:
-        return obj is None and context._building or self.check(obj, context)
+        return obj is None and bool(context.get("_building")) or self.check(obj, context)
 
 
 # -- the builder ---------------------------------------------------------------------------
@@ -221,7 +234,21 @@ class _Builder:
     def build_all(self) -> dict[tuple[str, ...], Construct]:
         for path in self.spec.types:
             self.type_con(path)
+        for tdef in self.spec.types.values():
+            for inst in tdef.instances:
+                with self.located(tdef, inst.line, f"instances/{inst.id}"):
+                    self.instance_fns[(tdef.path, inst.id)] = self.make_instance(tdef, inst)
         return {path: self.done[path] for path in self.spec.types}
+
+    @contextmanager
+    def located(self, tdef: TypeDef, line: int, where: str) -> Iterator[None]:
+        """Turn a problem found while translating into a located SpecError."""
+        try:
+            yield
+        except (ValueError, KeyError) as exc:
+            ypath = "/".join(f"types/{p}" for p in tdef.path)
+            raise SpecError(f"{self.spec.source}:{line}: {ypath}/{where}: construct backend: "
+                            f"{exc}") from None
 
     def type_con(self, path: tuple[str, ...]) -> Construct:
         if path in self.done:
@@ -248,15 +275,17 @@ class _Builder:
                 members += self.bit_group(tdef, run, groups)
                 groups += 1
                 run = []
-            members.append(a.id / self.attr_con(tdef, a))
+            with self.located(tdef, a.line, f"seq/{a.id}"):
+                members.append(a.id / self.attr_con(tdef, a))
         if run:
-            members += self.bit_group(tdef, run, groups)
+            with self.located(tdef, run[0].line, f"seq/{run[0].id}"):
+                members += self.bit_group(tdef, run, groups)
         return cs.Struct(*members)
 
     def bit_group(self, tdef: TypeDef, attrs: list[Attribute], n: int) -> list[Construct]:
         total = sum(a.width for a in attrs)
         if total % 8:
-            raise ValueError(f"{'::'.join(tdef.path)}: bit fields end off a byte boundary")
+            raise ValueError("a run of bit fields ends off a byte boundary")
         big = attrs[0].big
         inner = []
         for a in attrs:
@@ -448,9 +477,9 @@ class _Builder:
             return field
         inst = next((i for i in tdef.instances if i.id == name), None)
         if inst is None:
-            raise ValueError(f"{'::'.join(tdef.path)}: unknown name {name!r}")
+            raise ValueError(f"unknown name {name!r}")
         path = tdef.path
-        return lambda ctx, u: self.instance(path, name)(ctx)
+        return lambda ctx, u: self.read_instance(ctx, path, name)
 
     def attr(self, tdef: TypeDef, node: Attr) -> Fn:
         name = node.name
@@ -461,29 +490,34 @@ class _Builder:
         def get(ctx: Context, u: Any) -> Any:
             value = _present(obj(ctx, u), node)
             if isinstance(value, cs.Container):
+                if name in _SPECIAL:
+                    return _get(value, _SPECIAL[name], name)
                 if name in value:
                     return _norm(value[name])
                 if TYPE_KEY in value:
                     path = value[TYPE_KEY]
                     if any(i.id == name for i in self.spec.types[path].instances):
-                        return self.instance(path, name)(value)
+                        return self.read_instance(value, path, name)
             if name in ("length", "size") and isinstance(value, bytes | str | list):
                 return len(value)
             if name == "to_i":
                 return int(value)
             if isinstance(value, io.IOBase):
                 return _stream_attr(value, name)
+            if isinstance(value, cs.Container):
+                raise KaitaiExprError(f".{name}: no such field or instance (or not read yet)")
             raise KaitaiExprError(f"cannot read .{name} of {type(value).__name__}")
 
         return get
 
-    def instance(self, path: tuple[str, ...], name: str) -> Callable[[Context], Any]:
-        key = (path, name)
-        if key not in self.instance_fns:
-            tdef = self.spec.types[path]
-            inst = next(i for i in tdef.instances if i.id == name)
-            self.instance_fns[key] = self.make_instance(tdef, inst)
-        return self.instance_fns[key]
+    def read_instance(self, container: Context, path: tuple[str, ...], name: str) -> Any:
+        """An instance's value, computed on first use and then kept (as Kaitai does)."""
+        cache = container.get(_CACHE_KEY)
+        if cache is None:
+            cache = container[_CACHE_KEY] = {}
+        if name not in cache:
+            cache[name] = self.instance_fns[(path, name)](container)
+        return cache[name]
 
     def make_instance(self, tdef: TypeDef, inst: Instance) -> Callable[[Context], Any]:
         if inst.value is not None:

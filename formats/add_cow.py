@@ -52,7 +52,7 @@ class AddCow:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
-    SIZE: ClassVar[int | None] = 0
+    SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
 
@@ -158,7 +158,7 @@ class HeaderV7:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header_v7',)
-    SIZE: ClassVar[int | None] = 2560
+    SIZE: ClassVar[int] = 2560
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('magic', 0, 8, 'Bytes 41 44 44 5F 43 4F 57 FF.', None, None, None, b'ADD_COW\xff', None),
         _codec.FieldInfo('version', 8, 4, 'Only 1 is valid; any other value must be refused with "unsupported feature: ADD-COW version N". Probing needs magic and version.', None, None, None, None, None),
@@ -281,7 +281,7 @@ class HeaderV20:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header_v20',)
-    SIZE: ClassVar[int | None] = 76
+    SIZE: ClassVar[int] = 76
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('magic', 0, 4, 'Bytes 41 43 4F 57, u32 0x574F4341 little-endian.', None, None, None, b'ACOW', None),
         _codec.FieldInfo('backing_offset', 4, 4, 'Offset of the backing file name in this file; 0 = no backing file, else in [76, header_size - 2].', None, None, None, None, None),
@@ -465,7 +465,7 @@ class Bitmap:
     data: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('data', 0, None, '', None, None, None, None, None),
     )

@@ -86,7 +86,7 @@ class Fvd:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
-    SIZE: ClassVar[int | None] = 0
+    SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
 
@@ -233,7 +233,7 @@ class Header:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
-    SIZE: ClassVar[int | None] = 7440
+    SIZE: ClassVar[int] = 7440
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('magic', 0, 4, "Bytes 46 56 44 00, u32 'F' | 'V' << 8 | 'D' << 16.", None, None, None, b'FVD\x00', None),
         _codec.FieldInfo('header_size', 4, 4, 'Bytes of the header area, the struct size rounded up to 4096 (8192); a reader must not assume a fixed size.', None, None, None, None, None),
@@ -585,7 +585,7 @@ class IbmHeader:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_header',)
-    SIZE: ClassVar[int | None] = 4336
+    SIZE: ClassVar[int] = 4336
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('magic', 0, 4, 'u32 0x5143F5A9 ("Q"<<24 | "C"<<16 | 0xF5<<8 | 0xA9), little-endian.', None, None, None, b'\xa9\xf5CQ', None),
         _codec.FieldInfo('version', 4, 4, 'Must be 1; probing needs magic and version, and open fails otherwise.', None, None, None, None, None),
@@ -904,7 +904,7 @@ class IbmPrefetchProfileEntry:
     len_in_units: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_prefetch_profile_entry',)
-    SIZE: ClassVar[int | None] = 12
+    SIZE: ClassVar[int] = 12
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('offset_bytes', 0, 8, '', None, None, None, None, None),
         _codec.FieldInfo('len_in_units', 8, 4, 'Length in units of unit_of_prefetch_profile_entry_len bytes.', None, None, None, None, None),
@@ -967,7 +967,7 @@ class Bitmap:
     data: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('data', 0, None, '', None, None, None, None, None),
     )
@@ -1029,7 +1029,7 @@ class Table:
     entries: array[int]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
@@ -1087,7 +1087,7 @@ class Journal:
     sectors: list[JournalSector]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('sectors', 0, None, '', None, None, None, None, None),
     )
@@ -1147,7 +1147,7 @@ class JournalSector:
     body: JournalRecordList
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal_sector',)
-    SIZE: ClassVar[int | None] = 512
+    SIZE: ClassVar[int] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('body', 0, 512, '', None, None, None, None, None),
     )
@@ -1205,7 +1205,7 @@ class JournalRecordList:
     records: list[JournalRecord]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal_record_list',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('records', 0, None, '', None, None, None, None, None),
     )
@@ -1272,7 +1272,7 @@ class JournalRecord:
     rest: bytes | None
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal_record',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('record_type', 0, 4, '', 'type', 'journal_record_type', None, None, None),
         _codec.FieldInfo('num_dirty_sectors', 4, None, 'Bitmap record - length of the guest range, in 512-byte sectors.', None, None, None, None, None),
@@ -1398,7 +1398,7 @@ class IbmJournal:
     sectors: list[IbmJournalSector]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('sectors', 0, None, '', None, None, None, None, None),
     )
@@ -1460,7 +1460,7 @@ class IbmJournalSector:
     body: IbmJournalRecordList
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal_sector',)
-    SIZE: ClassVar[int | None] = 512
+    SIZE: ClassVar[int] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('body', 0, 512, '', None, None, None, None, None),
     )
@@ -1518,7 +1518,7 @@ class IbmJournalRecordList:
     records: list[IbmJournalRecord]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal_record_list',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('records', 0, None, '', None, None, None, None, None),
     )
@@ -1580,7 +1580,7 @@ class IbmJournalRecord:
     rest: bytes | None
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal_record',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('record_type', 0, 4, '', 'type', 'journal_record_type', None, None, None),
         _codec.FieldInfo('nb_sectors', 4, None, 'Bitmap record - length of the guest range, in 512-byte sectors.', None, None, None, None, None),

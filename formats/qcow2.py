@@ -179,7 +179,7 @@ class Qcow2:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('header', 0, None, '', None, None, None, None, None),
     )
@@ -309,7 +309,7 @@ class Header:
     additional_fields: bytes | None
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('magic', 0, 4, '', None, None, None, b'QFI\xfb', None),
         _codec.FieldInfo('version', 4, 4, 'Format version; QEMU refuses anything but 2 and 3.', None, None, None, None, 'any-of 2, 3'),
@@ -611,7 +611,7 @@ class HeaderExtension:
     padding: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header_extension',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('ext_type', 0, 4, '', 'Header extension type', 'header_extension_type', None, None, None),
         _codec.FieldInfo('len_data', 4, 4, '', 'Length of the header extension data', None, None, None, None),
@@ -694,7 +694,7 @@ class FeatureNameTable:
     entries: list[FeatureNameEntry]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('feature_name_table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
@@ -757,7 +757,7 @@ class FeatureNameEntry:
     _raw_name: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('feature_name_entry',)
-    SIZE: ClassVar[int | None] = 48
+    SIZE: ClassVar[int] = 48
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('feature_type', 0, 1, '', 'Type of feature', 'feature_type', None, None, None),
         _codec.FieldInfo('bit_number', 1, 1, '', 'Bit number within the selected feature bitmap', None, None, None, '<= 63'),
@@ -831,7 +831,7 @@ class BitmapsExtension:
     bitmap_directory_offset: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmaps_extension',)
-    SIZE: ClassVar[int | None] = 24
+    SIZE: ClassVar[int] = 24
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('nb_bitmaps', 0, 4, 'Number of bitmaps in the directory (QEMU max 65535).', None, None, None, None, '>= 1'),
         _codec.FieldInfo('reserved', 4, 4, 'Must be zero.', 'reserved32', None, None, None, None),
@@ -904,7 +904,7 @@ class FullDiskEncryptionHeaderPointer:
     encryption_header_length: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('full_disk_encryption_header_pointer',)
-    SIZE: ClassVar[int | None] = 16
+    SIZE: ClassVar[int] = 16
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('encryption_header_offset', 0, 8, 'File offset of the LUKS header; cluster aligned.', 'offset', None, None, None, None),
         _codec.FieldInfo('encryption_header_length', 8, 8, 'Length of the LUKS header (and key material) in bytes.', 'length', None, None, None, None),
@@ -967,7 +967,7 @@ class Table:
     entries: array[int]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
@@ -1026,7 +1026,7 @@ class L1Entry:
     reserved_low: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('l1_entry',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('copied', 0, 1, "Bit 63 - the L2 table's refcount is exactly 1 (may be written in place); only meaningful in the active L1 table.", None, None, (7, 1), None, None),
         _codec.FieldInfo('reserved_high', 0, 1, 'Bits 56-62, must be zero.', None, None, (0, 7), None, None),
@@ -1110,7 +1110,7 @@ class L2Entry:
     all_zeros: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('l2_entry',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('copied', 0, 1, "Bit 63 - the data cluster's refcount is exactly 1; never set for compressed clusters; only accurate in tables reachable from the active L1. With an external data file every allocated entry has it.", None, None, (7, 1), None, None),
         _codec.FieldInfo('compressed', 0, 1, 'Bit 62 - a compressed cluster; bits 0-61 are then a compressed descriptor.', None, None, (6, 1), None, None),
@@ -1197,7 +1197,7 @@ class L2EntryExtended:
     alloc_bitmap: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('l2_entry_extended',)
-    SIZE: ClassVar[int | None] = 16
+    SIZE: ClassVar[int] = 16
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entry', 0, 8, '', None, None, None, None, None),
         _codec.FieldInfo('zero_bitmap', 8, 4, 'Bitmap bits 32-63 - bit x set means subcluster x reads as zeros.', None, None, (0, 32), None, None),
@@ -1270,7 +1270,7 @@ class CompressedClusterDescriptor:
     entry: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('compressed_cluster_descriptor',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entry', 0, 8, 'The whole 64-bit L2 entry.', None, None, None, None, None),
     )
@@ -1364,7 +1364,7 @@ class RefcountTableEntry:
     reserved: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('refcount_table_entry',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('refcount_block_sector', 0, 8, "Bits 9-63 - the refcount block's file offset / 512 (cluster aligned).", None, None, (9, 55), None, None),
         _codec.FieldInfo('reserved', 0, 8, 'Bits 0-8, must be zero.', None, None, (0, 9), None, None),
@@ -1437,7 +1437,7 @@ class RefcountBlock:
     entries_64: array[int] | None
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('refcount_block',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('packed', 0, None, 'Refcounts of 1, 2 or 4 bits, packed LSB first.', None, None, None, None, None),
         _codec.FieldInfo('entries_8', None, None, '', None, None, None, None, None),
@@ -1548,7 +1548,7 @@ class SnapshotTable:
     entries: list[SnapshotEntry]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('snapshot_table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
@@ -1622,7 +1622,7 @@ class SnapshotEntry:
     padding: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('snapshot_entry',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('l1_table_offset', 0, 8, "File offset of the snapshot's L1 table; cluster aligned.", None, None, None, None, None),
         _codec.FieldInfo('l1_size', 8, 4, "Number of entries in the snapshot's L1 table.", None, None, None, None, None),
@@ -1755,7 +1755,7 @@ class SnapshotExtraData:
     unknown: bytes | None
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('snapshot_extra_data',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('vm_state_size_large', 0, None, '64-bit VM state size in bytes.', None, None, None, None, None),
         _codec.FieldInfo('disk_size', None, None, 'Virtual disk size at snapshot time.', None, None, None, None, None),
@@ -1858,7 +1858,7 @@ class BitmapDirectory:
     entries: list[BitmapDirectoryEntry]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap_directory',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
@@ -1931,7 +1931,7 @@ class BitmapDirectoryEntry:
     padding: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap_directory_entry',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('bitmap_table_offset', 0, 8, 'File offset of the bitmap table; cluster aligned.', None, None, None, None, None),
         _codec.FieldInfo('bitmap_table_size', 8, 4, 'Number of entries in the bitmap table.', None, None, None, None, None),
@@ -2059,7 +2059,7 @@ class BitmapTableEntry:
     all_ones: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap_table_entry',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('reserved_high', 0, 1, 'Bits 56-63, must be zero.', None, None, (0, 8), None, None),
         _codec.FieldInfo('data_cluster_sector', 1, 7, "Bits 9-55 - the bitmap data cluster's file offset / 512 (cluster aligned).", None, None, (9, 47), None, None),

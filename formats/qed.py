@@ -68,7 +68,7 @@ class Qed:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
-    SIZE: ClassVar[int | None] = 64
+    SIZE: ClassVar[int] = 64
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('header', 0, 64, '', None, None, None, None, None),
     )
@@ -162,7 +162,7 @@ class Header:
     backing_filename_size: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
-    SIZE: ClassVar[int | None] = 64
+    SIZE: ClassVar[int] = 64
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('magic', 0, 4, '', None, None, None, b'QED\x00', None),
         _codec.FieldInfo('cluster_size', 4, 4, 'Cluster size C in bytes; a power of two, 4 KiB .. 64 MiB (QEMU default 64 KiB).', None, None, None, None, 'expr (((_ >= 4096) and (_ <= 67108864)) and ((_ & (_ - 1)) == 0))'),
@@ -315,7 +315,7 @@ class Table:
     entries: array[int]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )

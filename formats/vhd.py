@@ -111,7 +111,7 @@ class Vhd:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
-    SIZE: ClassVar[int | None] = 0
+    SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
 
@@ -186,7 +186,7 @@ class Footer:
     reserved: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('footer',)
-    SIZE: ClassVar[int | None] = 512
+    SIZE: ClassVar[int] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('cookie', 0, 8, '', None, None, None, b'conectix', None),
         _codec.FieldInfo('features', 8, 4, 'Bit 0 temporary, bit 1 reserved and always set.', None, None, None, None, None),
@@ -344,7 +344,7 @@ class DiskGeometry:
     sectors_per_track: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('disk_geometry',)
-    SIZE: ClassVar[int | None] = 4
+    SIZE: ClassVar[int] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('cylinders', 0, 2, '', None, None, None, None, None),
         _codec.FieldInfo('heads', 2, 1, '', None, None, None, None, None),
@@ -418,7 +418,7 @@ class DynamicHeader:
     reserved2: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('dynamic_header',)
-    SIZE: ClassVar[int | None] = 1024
+    SIZE: ClassVar[int] = 1024
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('cookie', 0, 8, '', None, None, None, b'cxsparse', None),
         _codec.FieldInfo('data_offset', 8, 8, 'Unused; all ones.', None, None, None, None, None),
@@ -600,7 +600,7 @@ class ParentLocator:
     platform_data_offset: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator',)
-    SIZE: ClassVar[int | None] = 24
+    SIZE: ClassVar[int] = 24
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('platform_code', 0, 4, '', None, 'platform_code', None, None, None),
         _codec.FieldInfo('platform_data_space', 4, 4, 'Space reserved for the locator; sectors per the specification, bytes in practice.', None, None, None, None, None),
@@ -672,7 +672,7 @@ class Bat:
     entries: array[int]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )

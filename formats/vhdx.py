@@ -130,7 +130,7 @@ class Vhdx:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
-    SIZE: ClassVar[int | None] = 0
+    SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
 
@@ -238,7 +238,7 @@ class FileIdentifier:
     reserved: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('file_identifier',)
-    SIZE: ClassVar[int | None] = 65536
+    SIZE: ClassVar[int] = 65536
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 8, 'Bytes 76 68 64 78 66 69 6C 65, u8le 0x656C696678646876.', None, None, None, b'vhdxfile', None),
         _codec.FieldInfo('creator', 8, 512, 'Optional name of the creating application, UTF-16LE, NUL-terminated and NUL-padded (strip from the first U+0000). Diagnostic only: it must not influence behaviour. QEMU writes "QEMU v<version>", openvmm leaves it zero.', None, None, None, None, None),
@@ -318,7 +318,7 @@ class Header:
     reserved: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
-    SIZE: ClassVar[int | None] = 4096
+    SIZE: ClassVar[int] = 4096
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 4, 'Bytes 68 65 61 64, u4le 0x64616568.', None, None, None, b'head', None),
         _codec.FieldInfo('checksum', 4, 4, 'CRC-32C over the entire 4096 bytes (reserved area included), this field taken as zero.', None, None, None, None, None),
@@ -472,7 +472,7 @@ class RegionTable:
     reserved_tail: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('region_table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 4, 'Bytes 72 65 67 69, u4le 0x69676572.', None, None, None, b'regi', None),
         _codec.FieldInfo('checksum', 4, 4, 'CRC-32C over the full 64 KiB table, this field taken as zero.', None, None, None, None, None),
@@ -609,7 +609,7 @@ class RegionTableEntry:
     reserved: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('region_table_entry',)
-    SIZE: ClassVar[int | None] = 32
+    SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('guid', 0, 16, 'Region type, a GUID in Microsoft mixed-endian layout (see the type doc for the known ones).', None, None, None, None, None),
         _codec.FieldInfo('file_offset', 16, 8, 'File offset of the region; a multiple of 1 MiB and at least 1 MiB.', None, None, None, None, 'expr ((_ >= 1048576) and ((_ % 1048576) == 0))'),
@@ -690,7 +690,7 @@ class MetadataTable:
     reserved_tail: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('metadata_table',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('header', 0, 32, '', None, None, None, None, None),
         _codec.FieldInfo('entries', 32, None, '', None, None, None, None, None),
@@ -764,7 +764,7 @@ class MetadataTableHeader:
     reserved2: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('metadata_table_header',)
-    SIZE: ClassVar[int | None] = 32
+    SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 8, 'Bytes 6D 65 74 61 64 61 74 61 ("metadata", not "metadataheader"), u8le 0x617461646174656D.', None, None, None, b'metadata', None),
         _codec.FieldInfo('reserved', 8, 2, 'Must be zero.', None, None, None, None, None),
@@ -868,7 +868,7 @@ class MetadataTableEntry:
     reserved2: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('metadata_table_entry',)
-    SIZE: ClassVar[int | None] = 32
+    SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('item_id', 0, 16, 'Item GUID in Microsoft mixed-endian layout (see the type doc for the known ones).', None, None, None, None, None),
         _codec.FieldInfo('offset', 16, 4, 'Offset of the item relative to the start of the metadata region; at least 64 KiB, or 0 when length is 0. The item lies entirely inside the region and overlaps no other item.', None, None, None, None, None),
@@ -955,7 +955,7 @@ class FileParameters:
     reserved: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('file_parameters',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('block_size', 0, 4, 'Payload block size in bytes; a power of two from 1 MiB to 256 MiB.', None, None, None, None, 'expr (((_ >= 1048576) and (_ <= 268435456)) and ((_ & (_ - 1)) == 0))'),
         _codec.FieldInfo('leave_blocks_allocated', 4, 4, 'Bit 0 - fully provisioned (fixed) file: blocks should not be moved to NOT_PRESENT and the file must not shrink below what every block needs. Ignored when has_parent is set.', 'LeaveBlockAllocated', None, (0, 1), None, None),
@@ -1024,7 +1024,7 @@ class VirtualDiskSize:
     virtual_disk_size: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('virtual_disk_size',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('virtual_disk_size', 0, 8, 'Virtual disk size in bytes; at most 64 TiB and a multiple of the logical sector size (that second rule needs the other item and is not checked here).', None, None, None, None, '<= 70368744177664'),
     )
@@ -1084,7 +1084,7 @@ class VirtualDiskId:
     virtual_disk_id: bytes
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('virtual_disk_id',)
-    SIZE: ClassVar[int | None] = 16
+    SIZE: ClassVar[int] = 16
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('virtual_disk_id', 0, 16, "GUID (Microsoft mixed-endian layout) identifying the disk, reported as the SCSI page 0x83 identifier. Unlike VHD it is the same in a child and its parent; parent linkage uses the header's data_write_guid instead.", None, None, None, None, None),
     )
@@ -1138,7 +1138,7 @@ class LogicalSectorSize:
     logical_sector_size: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('logical_sector_size',)
-    SIZE: ClassVar[int | None] = 4
+    SIZE: ClassVar[int] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('logical_sector_size', 0, 4, 'Sector size the virtual disk is exposed with, 512 or 4096; parent and child must match. It also fixes the chunk ratio (sectors covered by one 1 MiB sector bitmap block = 2^23).', None, None, None, None, 'any-of 512, 4096'),
     )
@@ -1197,7 +1197,7 @@ class PhysicalSectorSize:
     physical_sector_size: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('physical_sector_size',)
-    SIZE: ClassVar[int | None] = 4
+    SIZE: ClassVar[int] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('physical_sector_size', 0, 4, 'Physical sector size reported for the virtual disk, 512 or 4096.', None, None, None, None, 'any-of 512, 4096'),
     )
@@ -1258,7 +1258,7 @@ class ChsParameters:
     sectors_per_track: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('chs_parameters',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('heads_per_cylinder', 0, 4, '', None, None, None, None, None),
         _codec.FieldInfo('sectors_per_track', 4, 4, '', None, None, None, None, None),
@@ -1321,7 +1321,7 @@ class ParentLocator:
     entries: list[ParentLocatorEntry]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('header', 0, 20, '', None, None, None, None, None),
         _codec.FieldInfo('entries', 20, None, '', None, None, None, None, None),
@@ -1392,7 +1392,7 @@ class ParentLocatorHeader:
     key_value_count: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator_header',)
-    SIZE: ClassVar[int | None] = 20
+    SIZE: ClassVar[int] = 20
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('locator_type', 0, 16, 'Locator type GUID in Microsoft mixed-endian layout.', None, None, None, None, None),
         _codec.FieldInfo('reserved', 16, 2, 'Must be zero.', None, None, None, None, None),
@@ -1462,7 +1462,7 @@ class ParentLocatorEntry:
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator_entry',)
-    SIZE: ClassVar[int | None] = 12
+    SIZE: ClassVar[int] = 12
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('key_offset', 0, 4, 'Offset of the key from the start of the parent locator item; must be > 0.', None, None, None, None, '>= 1'),
         _codec.FieldInfo('value_offset', 4, 4, 'Offset of the value from the start of the parent locator item; must be > 0.', None, None, None, None, '>= 1'),
@@ -1584,7 +1584,7 @@ class Bat:
     entries: array[int]
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat',)
-    SIZE: ClassVar[int | None] = None
+    SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, 'Raw 64-bit BAT entries, each laid out as `bat_entry`.', None, None, None, None, None),
     )
@@ -1646,7 +1646,7 @@ class BatEntry:
     file_offset_mb: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat_entry',)
-    SIZE: ClassVar[int | None] = 8
+    SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('state', 0, 8, 'Bits 0-2, the block state. Payload entries (payload_block_state, spec names PAYLOAD_BLOCK_*): 0 NOT_PRESENT, 1 UNDEFINED, 2 ZERO, 3 UNMAPPED, 6 FULLY_PRESENT, 7 PARTIALLY_PRESENT (differencing only); 4 and 5 are reserved, 5 being UNMAPPED in the pre-1.0 v0.95 draft (QEMU treats it as 3). Sector bitmap entries (sector_bitmap_block_state, SB_BLOCK_*): 0 NOT_PRESENT (the only state in fixed/dynamic files), 6 PRESENT (differencing only); 1-5 and 7 reserved.', None, 'payload_block_state', (0, 3), None, None),
         _codec.FieldInfo('reserved', 0, 8, 'Bits 3-19, must be zero.', None, None, (3, 17), None, None),
@@ -1730,7 +1730,7 @@ class LogEntryHeader:
     last_file_offset: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('log_entry_header',)
-    SIZE: ClassVar[int | None] = 64
+    SIZE: ClassVar[int] = 64
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 4, 'Bytes 6C 6F 67 65, u4le 0x65676F6C.', None, None, None, b'loge', None),
         _codec.FieldInfo('checksum', 4, 4, 'CRC-32C over the whole entry (entry_length bytes: header, descriptor sectors and data sectors in log order, wrapping at the end of the log), this field taken as zero.', None, None, None, None, None),
@@ -1868,7 +1868,7 @@ class ZeroDescriptor:
     sequence_number: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('zero_descriptor',)
-    SIZE: ClassVar[int | None] = 32
+    SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 4, 'Bytes 7A 65 72 6F, u4le 0x6F72657A.', 'ZeroSignature', None, None, b'zero', None),
         _codec.FieldInfo('reserved', 4, 4, 'Must be zero.', None, None, None, None, None),
@@ -1952,7 +1952,7 @@ class DataDescriptor:
     sequence_number: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('data_descriptor',)
-    SIZE: ClassVar[int | None] = 32
+    SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 4, 'Bytes 64 65 73 63, u4le 0x63736564.', 'DataSignature', None, None, b'desc', None),
         _codec.FieldInfo('trailing_bytes', 4, 4, 'Bytes 4092-4095 of the update, raw (copy verbatim).', None, None, None, None, None),
@@ -2033,7 +2033,7 @@ class DataSector:
     sequence_low: int
 
     KSY_PATH: ClassVar[tuple[str, ...]] = ('data_sector',)
-    SIZE: ClassVar[int | None] = 4096
+    SIZE: ClassVar[int] = 4096
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('signature', 0, 4, 'Bytes 64 61 74 61, u4le 0x61746164.', 'DataSignature', None, None, b'data', None),
         _codec.FieldInfo('sequence_high', 4, 4, "Upper 32 bits of the entry's sequence_number.", None, None, None, None, None),

@@ -1,1 +1,31 @@
-"""diskspec runtime: engines, images, tools and the command line."""
+"""diskspec runtime: engines, images, tools and the command line.
+
+    import diskspec.runtime
+    with diskspec.runtime.open("disk.vhd") as disk:
+        first_sector = disk.read(512)
+"""
+
+from .errors import (
+    CorruptError,
+    DiskspecError,
+    NotThisFormatError,
+    ParentMissingError,
+    ReadOnlyError,
+    UnsupportedFeatureError,
+)
+from .extent import Extent, State
+from .image import Image, create, open
+
+__all__ = [
+    "CorruptError",
+    "DiskspecError",
+    "Extent",
+    "Image",
+    "NotThisFormatError",
+    "ParentMissingError",
+    "ReadOnlyError",
+    "State",
+    "UnsupportedFeatureError",
+    "create",
+    "open",
+]

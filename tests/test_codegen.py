@@ -94,8 +94,8 @@ def test_check_catches_hand_edit(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert codegen_main([str(spec)]) == 0
     assert codegen_main(["--check", str(spec)]) == 0
     module = tmp_path / "vhd.py"
-    module.write_text(module.read_text().replace("SIZE: ClassVar[int | None] = 512",
-                                                 "SIZE: ClassVar[int | None] = 511"))
+    module.write_text(module.read_text().replace("SIZE: ClassVar[int] = 512",
+                                                 "SIZE: ClassVar[int] = 511"))
     capsys.readouterr()
     assert codegen_main(["--check", str(spec)]) == 1
     assert f"stale: {module}" in capsys.readouterr().err

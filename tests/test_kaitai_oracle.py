@@ -69,9 +69,11 @@ def ours_plain(value: Any) -> Any:
 
 
 def kaitai_plain(value: Any, like: Any) -> Any:
-    """A Kaitai object as the same plain data, reading the attributes `like` (ours) has."""
+    """A Kaitai object as the same plain data, reading the attributes `like` (ours) has.
+
+    Kaitai never sets a field whose `if` is false; that reads as None, as in our records."""
     if isinstance(like, dict):
-        return {name: kaitai_plain(getattr(value, name), sub) for name, sub in like.items()}
+        return {name: kaitai_plain(getattr(value, name, None), sub) for name, sub in like.items()}
     if isinstance(like, list):
         return [kaitai_plain(v, s) for v, s in zip(value, like, strict=False)] + \
             ([None] * (len(value) - len(like)) if len(value) > len(like) else [])
@@ -100,7 +102,7 @@ def test_every_spec_compiles(kaitai_modules: dict[str, ModuleType]) -> None:
 def test_every_spec_has_samples() -> None:
     ids = {importlib.import_module(f"diskspec.formats.{s.stem}").SPEC_ID for s in SPECS}
     missing = sorted(ids - set(MAKERS))
-    assert not missing or set(missing) <= {"vhdx", "qcow2", "qed", "fvd", "add_cow"}, missing
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("spec", sorted(MAKERS))

@@ -1,0 +1,166 @@
+"""Positioned file I/O for engines: one descriptor, os.pread/preadv/pwrite, no shared offset.
+
+A backend is opened read-only unless write access is asked for; every short read is an
+error (never garbage); flush() makes written data durable (fsync).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from .errors import ReadOnlyError, TruncatedError
+
+
+class Backend(Protocol):
+    """What engines need from the bytes under an image (one file, or split pieces)."""
+
+    path: Path
+    writable: bool
+
+    def size(self) -> int: ...
+    def pread(self, offset: int, length: int) -> bytes: ...
+    def readinto(self, offset: int, buf: memoryview) -> None: ...
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
+    def truncate(self, size: int) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class FileBackend:
+    """One regular file."""
+
+    def __init__(self, path: str | os.PathLike[str], writable: bool = False,
+                 create: bool = False):
+        self.path = Path(path)
+        self.writable = writable or create
+        flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
+        self.fd = os.open(self.path, flags, 0o644)
+        self._size: int | None = None
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = os.fstat(self.fd).st_size
+        return self._size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length:
+            data += self._read_rest(offset + len(data), length - len(data))
+        return data
+
+    def _read_rest(self, offset: int, length: int) -> bytes:
+        parts = []
+        while length:
+            chunk = os.pread(self.fd, length, offset)
+            if not chunk:
+                raise TruncatedError(f"{self.path}: file ends before {length} more bytes",
+                                     offset=offset)
+            parts.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return b"".join(parts)
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        got = os.preadv(self.fd, [buf], offset)
+        while got < len(buf):
+            more = os.preadv(self.fd, [buf[got:]], offset + got)
+            if more == 0:
+                raise TruncatedError(f"{self.path}: file ends {len(buf) - got} bytes early",
+                                     offset=offset + got)
+            got += more
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if not self.writable:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+        end = offset
+        if self._size is not None and end > self._size:
+            self._size = end
+
+    def truncate(self, size: int) -> None:
+        if not self.writable:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        os.ftruncate(self.fd, size)
+        self._size = size
+
+    def flush(self) -> None:
+        if self.writable:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class SplitBackend:
+    """Consecutive pieces of one logical file (legacy split VHD: .vhd, .v01, .v02, ...).
+
+    Piece sizes come from the file system. Growth goes to the last piece.
+    """
+
+    def __init__(self, paths: Sequence[Path], writable: bool = False):
+        self.parts = [FileBackend(p, writable) for p in paths]
+        self.path = self.parts[0].path
+        self.writable = writable
+        self._starts: list[int] = []
+        total = 0
+        for part in self.parts:
+            self._starts.append(total)
+            total += part.size()
+
+    def size(self) -> int:
+        return self._starts[-1] + self.parts[-1].size()
+
+    def _pieces(self, offset: int, length: int) -> list[tuple[FileBackend, int, int, int]]:
+        """(piece, offset in piece, length, offset in request) covering the range."""
+        out = []
+        done = 0
+        last = len(self.parts) - 1
+        for i, (part, start) in enumerate(zip(self.parts, self._starts, strict=True)):
+            end = start + part.size() if i < last else 1 << 62
+            if offset + done >= end or done == length:
+                continue
+            at = offset + done - start
+            n = min(length - done, end - (offset + done))
+            out.append((part, at, n, done))
+            done += n
+        return out
+
+    def pread(self, offset: int, length: int) -> bytes:
+        buf = bytearray(length)
+        self.readinto(offset, memoryview(buf))
+        return bytes(buf)
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        for part, at, n, pos in self._pieces(offset, len(buf)):
+            part.readinto(at, buf[pos : pos + n])
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if not self.writable:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        view = memoryview(data)
+        for part, at, n, pos in self._pieces(offset, len(view)):
+            part.pwrite(at, view[pos : pos + n])
+
+    def truncate(self, size: int) -> None:
+        last_start = self._starts[-1]
+        if size < last_start:
+            raise ReadOnlyError("a split image cannot shrink below its last piece")
+        self.parts[-1].truncate(size - last_start)
+
+    def flush(self) -> None:
+        for part in self.parts:
+            part.flush()
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()

@@ -1,0 +1,136 @@
+"""The engine interface: one engine per format, like a QEMU block driver.
+
+An engine maps guest offsets to extents of its file, reads into caller buffers, writes
+(allocating in the crash-safe order of its format), flushes, reports info and checks.
+The default `readinto` works from `extents()`; engines override it with a fast path.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .backend import Backend
+from .errors import ReadOnlyError, UnsupportedFeatureError
+from .extent import Extent, State
+
+
+@dataclass
+class CheckResult:
+    """What `check` found, in qemu-img's vocabulary."""
+
+    corruptions: list[str] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    check_errors: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.corruptions or self.leaks or self.check_errors)
+
+
+class Engine(ABC):
+    """An open image of one format. Subclasses set `format_name` and implement the rest."""
+
+    format_name: ClassVar[str]
+    #: a file of this format can be recognised only by its extension (fixed VHD)
+    extension_only: ClassVar[bool] = False
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.virtual_size = 0
+        self.backing: Any = None  # an Image (or None): where BACKING extents read from
+        self.backing_path: Path | None = None
+        self.warnings: list[str] = []
+        #: fsync between the steps of an allocation (off only for images being created by
+        #: a converter that deletes the file on failure)
+        self.barriers = True
+
+    # -- discovery and life cycle ------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def probe(cls, head: bytes, tail: bytes, path: Path) -> int:
+        """How sure (0-100) that the file is ours, from its first and last 64 KiB."""
+
+    @classmethod
+    @abstractmethod
+    def open(cls, path: Path, writable: bool = False, **options: Any) -> Engine:
+        """Open an existing image."""
+
+    @classmethod
+    def create(cls, path: Path, size: int | None, **options: Any) -> Engine:
+        """Create a new image (and return it open for writing)."""
+        raise UnsupportedFeatureError(f"creating {cls.format_name} images")
+
+    @property
+    def writable(self) -> bool:
+        return self.backend.writable
+
+    def flush(self) -> None:
+        self.backend.flush()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def barrier(self) -> None:
+        """Make the writes so far durable before the next step of a crash-safe sequence."""
+        if self.barriers:
+            self.backend.flush()
+
+    # -- backing chain ---------------------------------------------------------------------
+
+    @property
+    def needs_parent(self) -> bool:
+        """True for images whose unallocated data lives in a parent (differencing, backing)."""
+        return False
+
+    def parent_candidates(self) -> list[tuple[str, Path]]:
+        """Where the parent may be, in the order to try: (how it was found, path)."""
+        return []
+
+    def accept_parent(self, parent: Any, explicit: bool) -> None:  # noqa: B027 - optional hook
+        """Raise ParentMissingError when `parent` (an Image) is not this image's parent.
+
+        With `explicit` (the user named the parent) identity mismatches become warnings.
+        """
+
+    # -- mapping, reading, writing ---------------------------------------------------------
+
+    @abstractmethod
+    def extents(self, offset: int, length: int) -> Iterator[Extent]:
+        """The runs of [offset, offset+length) in guest order, clipped to the disk."""
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill `buf` with guest bytes at `offset` (the caller keeps it inside the disk)."""
+        for e in self.extents(offset, len(buf)):
+            part = buf[e.offset - offset : e.end - offset]
+            if e.state is State.DATA:
+                assert e.file_offset is not None
+                self.backend.readinto(e.file_offset, part)
+            elif e.state is State.BACKING and self.backing is not None:
+                self.backing.read_at(e.offset, part)
+            else:
+                part[:] = bytes(len(part))
+
+    def write(self, offset: int, data: memoryview) -> None:
+        raise UnsupportedFeatureError(f"writing {self.format_name} images")
+
+    def require_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnlyError(f"{self.backend.path} is open read-only")
+
+    # -- tools -----------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {"format": self.format_name, "virtual-size": self.virtual_size}
+
+    def check(self, repair: bool = False) -> CheckResult:
+        raise UnsupportedFeatureError(f"checking {self.format_name} images")
+
+    def resize(self, new_size: int) -> None:
+        raise UnsupportedFeatureError(f"resizing {self.format_name} images")

@@ -1,0 +1,27 @@
+"""The error hierarchy users catch (defined next to the codecs, which raise it too)."""
+
+from diskspec.formats.errors import (
+    BuildError,
+    ChecksumError,
+    CorruptError,
+    DiskspecError,
+    NotThisFormatError,
+    ParentMissingError,
+    ReadOnlyError,
+    TruncatedError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
+
+__all__ = [
+    "BuildError",
+    "ChecksumError",
+    "CorruptError",
+    "DiskspecError",
+    "NotThisFormatError",
+    "ParentMissingError",
+    "ReadOnlyError",
+    "TruncatedError",
+    "UnsupportedFeatureError",
+    "ValidationError",
+]

@@ -1,0 +1,224 @@
+"""Images: a standard binary file object over the guest disk, backing chains included.
+
+    with diskspec.runtime.open("disk.vhd") as disk:
+        data = disk.read(4096)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .errors import CorruptError, DiskspecError, ParentMissingError, ReadOnlyError
+from .extent import Extent
+from .registry import engine_for, probe
+
+log = logging.getLogger(__name__)
+
+MAX_CHAIN = 64  # deeper chains are treated as corrupt (they are loops in practice)
+
+
+class Image(io.RawIOBase):
+    """An open image: read/write/seek over the guest bytes, plus the engine's tools."""
+
+    def __init__(self, engine: Engine, path: Path):
+        super().__init__()
+        self.engine = engine
+        self.path = path
+        self._pos = 0
+
+    # -- io.RawIOBase ----------------------------------------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return self.engine.writable
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: Any) -> int:
+        self._checkClosed()
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self._pos))
+        if n:
+            self.engine.readinto(self._pos, view[:n])
+            self._pos += n
+        return n
+
+    def readall(self) -> bytes:
+        out = bytearray(max(0, self.size - self._pos))
+        n = self.readinto(out)
+        return bytes(out[:n])
+
+    def write(self, data: Any) -> int:
+        self._checkClosed()
+        if not self.engine.writable:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        view = memoryview(data).cast("B")
+        if self._pos + len(view) > self.size:
+            raise DiskspecError(
+                f"write of {len(view)} bytes at {self._pos} goes past the end of the disk "
+                f"({self.size} bytes); resize the image first")
+        if len(view):
+            self.engine.write(self._pos, view)
+            self._pos += len(view)
+        return len(view)
+
+    def flush(self) -> None:
+        if not self.closed and self.engine.writable:
+            self.engine.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                super().close()  # flushes
+            finally:
+                self.engine.close()
+                if self.engine.backing is not None:
+                    self.engine.backing.close()
+
+    # -- guest-level helpers ---------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self.engine.virtual_size
+
+    @property
+    def format(self) -> str:
+        return self.engine.format_name
+
+    @property
+    def backing(self) -> Image | None:
+        backing: Image | None = self.engine.backing
+        return backing
+
+    def read_at(self, offset: int, buf: memoryview) -> None:
+        """Fill buf from guest offset `offset`; bytes past the end of this disk read as zero
+        (a child may be larger than its parent)."""
+        n = max(0, min(len(buf), self.size - offset))
+        if n:
+            self.engine.readinto(offset, buf[:n])
+        if n < len(buf):
+            buf[n:] = bytes(len(buf) - n)
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        """This image's own extents (BACKING where it falls through to its parent)."""
+        length = self.size - offset if length is None else length
+        return self.engine.extents(offset, min(length, self.size - offset))
+
+    def chain(self) -> list[Image]:
+        out: list[Image] = [self]
+        while out[-1].backing is not None:
+            out.append(out[-1].backing)
+        return out
+
+
+def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = None, *,  # noqa: A001
+         parent: str | os.PathLike[str] | Image | None = None, backing: bool = True,
+         **options: Any) -> Image:
+    """Open an image as a file object over its guest disk.
+
+    mode: "r" (read-only, the file is never written) or "r+" (read-write).
+    format: the engine ("vpc"/"vhd", "raw", ...); probed from the content when None.
+    parent: open a differencing image over this parent, skipping the identity checks.
+    backing: False to open the image alone (unallocated data then reads as zeros).
+    options: engine options, e.g. size_rule="chs" | "current_size" for VHD.
+    """
+    if mode not in ("r", "rb", "r+", "rb+", "r+b"):
+        raise DiskspecError(f"mode must be 'r' or 'r+', not {mode!r} (use create() for new images)")
+    return _open(Path(path), "+" in mode, format, parent, backing, options, [])
+
+
+def _open(path: Path, writable: bool, format: str | None,
+          parent: str | os.PathLike[str] | Image | None, backing: bool,
+          options: dict[str, Any], seen: list[Path]) -> Image:
+    real = path.resolve()
+    if real in seen:
+        raise CorruptError(f"backing chain loops back to {path}")
+    if len(seen) >= MAX_CHAIN:
+        raise CorruptError(f"backing chain deeper than {MAX_CHAIN} images at {path}")
+    if not path.exists():
+        raise ParentMissingError(f"{path}: no such file") if seen else DiskspecError(
+            f"{path}: no such file")
+    cls = engine_for(format) if format else probe(path)
+    engine = cls.open(path, writable=writable, **options)
+    image = Image(engine, path)
+    try:
+        if backing and engine.needs_parent:
+            engine.backing = _open_parent(image, parent, options, [*seen, real])
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
+                 options: dict[str, Any], seen: list[Path]) -> Image:
+    engine = child.engine
+    if isinstance(parent, Image):
+        engine.accept_parent(parent, explicit=True)
+        return parent
+    if parent is not None:
+        image = _open(Path(parent), False, None, None, True, {}, seen)
+        engine.accept_parent(image, explicit=True)
+        return image
+    tried: list[str] = []
+    for how, candidate in engine.parent_candidates():
+        if not candidate.is_file():
+            tried.append(f"{how} {candidate} (missing)")
+            continue
+        image = _open(candidate, False, None, None, True, {}, seen)
+        try:
+            engine.accept_parent(image, explicit=False)
+        except ParentMissingError as exc:
+            image.close()
+            tried.append(f"{how} {candidate} ({exc})")
+            continue
+        log.debug("%s: parent %s found by %s", child.path, candidate, how)
+        engine.backing_path = candidate
+        return image
+    raise ParentMissingError(
+        f"{child.path}: parent not found; tried " + ("; ".join(tried) or "nothing (no locator)")
+        + ". Pass parent=... to open it over a parent of your choice.")
+
+
+def create(path: str | os.PathLike[str], format: str, size: int | None, **options: Any) -> Image:
+    """Create a new image and return it open read-write."""
+    target = Path(path)
+    if target.exists():
+        raise DiskspecError(f"{target} exists; refusing to overwrite it")
+    cls = engine_for(format)
+    engine = cls.create(target, size, **options)
+    image = Image(engine, target)
+    if engine.needs_parent:
+        try:
+            engine.backing = _open_parent(image, None, {}, [target.resolve()])
+        except BaseException:
+            image.close()
+            raise
+    return image

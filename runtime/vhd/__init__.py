@@ -1,0 +1,1 @@
+"""The VHD engine (QEMU's "vpc"): fixed, dynamic, differencing and split images."""
