@@ -182,9 +182,39 @@ def kaitai_module(tmp: Path, spec: str) -> Any:
     return module
 
 
-def main() -> int:
+def kaitai_class(module: Any, spec: str, path: tuple[str, ...]) -> Any:
+    cls: Any = getattr(module, spec.capitalize())
+    for part in path:
+        cls = getattr(cls, "".join(p.capitalize() for p in part.split("_")))
+    return cls
+
+
+def measure_case(title: str, ours: Any, hand: Any, blob: bytes, plain: Any, kcls: Any) -> None:
+    """Print one structure's rows: parse and build microseconds for every codec."""
     from kaitaistruct import KaitaiStream
 
+    compiled = plain.compile()
+    ours_obj, hand_obj = ours.parse(blob), hand.parse(blob)
+    plain_obj, compiled_obj = plain.parse(blob), compiled.parse(blob)
+    rows: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
+        "diskspec": (lambda: ours.parse(blob), ours_obj.build),
+        "struct": (lambda: hand.parse(blob), hand_obj.build),
+        "construct": (lambda: plain.parse(blob), lambda: plain.build(plain_obj)),
+        "construct-c": (lambda: compiled.parse(blob), lambda: compiled.build(compiled_obj)),
+        "kaitai": (lambda: kcls(KaitaiStream(io.BytesIO(blob))), None),
+    }
+    times = {name: (per_call_us(p), per_call_us(b) if b else None) for name, (p, b) in rows.items()}
+    for name, (p_us, b_us) in times.items():
+        build = f"{b_us:10.2f}" if b_us is not None else f"{'-':>10}"
+        print(f"{title:<17}{name:<13}{p_us:10.2f}{build}"
+              f"{p_us / times['struct'][0]:16.2f}x{p_us / times['diskspec'][0]:18.2f}x")
+    ours_build, hand_build = times["diskspec"][1], times["struct"][1]
+    assert ours_build is not None and hand_build is not None
+    print(f"{'':<17}diskspec build vs struct: {ours_build / hand_build:.2f}x; plain construct parse "
+          f"is {times['construct'][0] / times['diskspec'][0]:.1f}x slower than diskspec")
+
+
+def main() -> int:
     from diskspec.codegen.to_construct import load_structs
     from diskspec.formats import qcow2, vhd, vhdx
 
@@ -203,30 +233,8 @@ def main() -> int:
     print(f"{'structure':<17}{'codec':<13}{'parse us':>10}{'build us':>10}"
           f"{'parse vs struct':>17}{'parse vs diskspec':>19}")
     for title, spec, ours, hand, data, offset, path in cases:
-        blob = data[offset:]
-        structs = load_structs(ROOT / "formats" / f"{spec}.ksy")
-        plain = structs[path]
-        compiled = plain.compile()
-        kcls: Any = getattr(kaitai[spec], spec.capitalize())
-        for part in path:
-            kcls = getattr(kcls, "".join(p.capitalize() for p in part.split("_")))
-        ours_obj, hand_obj = ours.parse(blob), hand.parse(blob)
-        plain_obj, compiled_obj = plain.parse(blob), compiled.parse(blob)
-        rows = {
-            "diskspec": (lambda: ours.parse(blob), ours_obj.build),
-            "struct": (lambda: hand.parse(blob), hand_obj.build),
-            "construct": (lambda: plain.parse(blob), lambda: plain.build(plain_obj)),
-            "construct-c": (lambda: compiled.parse(blob), lambda: compiled.build(compiled_obj)),
-            "kaitai": (lambda: kcls(KaitaiStream(io.BytesIO(blob))), None),
-        }
-        times = {name: (per_call_us(p), per_call_us(b) if b else None) for name, (p, b) in rows.items()}
-        for name, (p_us, b_us) in times.items():
-            build = f"{b_us:10.2f}" if b_us is not None else f"{'-':>10}"
-            print(f"{title:<17}{name:<13}{p_us:10.2f}{build}"
-                  f"{p_us / times['struct'][0]:16.2f}x{p_us / times['diskspec'][0]:18.2f}x")
-        b_ratio = times["diskspec"][1] / times["struct"][1]  # type: ignore[operator]
-        print(f"{'':<17}diskspec build vs struct: {b_ratio:.2f}x; plain construct parse is "
-              f"{times['construct'][0] / times['diskspec'][0]:.1f}x slower than diskspec")
+        measure_case(title, ours, hand, data[offset:], load_structs(ROOT / "formats" / f"{spec}.ksy")[path],
+                     kaitai_class(kaitai[spec], spec, path))
 
     n = 2_000_000
     raw = array("Q", ((i << 20) | 6 for i in range(n))).tobytes()

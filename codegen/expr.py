@@ -335,10 +335,17 @@ def to_python(node: Node, resolve: Callable[[Name], str],
         if isinstance(n, Unary):
             return f"(not {go(n.operand)})" if n.op == "not" else f"({n.op}{go(n.operand)})"
         if isinstance(n, Binary):
-            return f"({go(n.left)} {_PY_OPS.get(n.op, n.op)} {go(n.right)})"
+            op = _PY_OPS.get(n.op, n.op)
+            if n.op == "/" and (_has_float(n.left) or _has_float(n.right)):
+                op = "/"  # Kaitai divides floats as floats, integers as integers
+            return f"({go(n.left)} {op} {go(n.right)})"
         return f"({go(n.then)} if {go(n.cond)} else {go(n.other)})"
 
     return go(node)
+
+
+def _has_float(node: Node) -> bool:
+    return any(isinstance(n, Num) and isinstance(n.value, float) for n in walk(node))
 
 
 def _is_io(node: Node) -> bool:

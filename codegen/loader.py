@@ -326,7 +326,6 @@ class _Builder:
             if extra:
                 raise self.err(node, sorted(extra)[0], ipath, "a value instance takes only value/doc/enum")
             inst.value = self.expr(node, "value", node["value"], f"{ipath}/value")
-            self.check_enum_literals(tdef, node, "value", inst.value, f"{ipath}/value")
             return inst
         if "pos" not in node:
             raise self.err(node, None, ipath, "instance needs 'value' or 'pos'")
@@ -380,7 +379,6 @@ class _Builder:
             raise self.err(node, "repeat-expr", f"{fpath}/repeat-expr", "needs repeat: expr")
         if "if" in node:
             attr.cond = self.expr(node, "if", node["if"], f"{fpath}/if")
-            self.check_enum_literals(tdef, node, "if", attr.cond, f"{fpath}/if")
         if "valid" in node:
             attr.valid = self.valid(tdef, node, fpath)
         for key in ("terminator", "pad-right", "include", "consume"):
@@ -485,19 +483,7 @@ class _Builder:
             if not isinstance(items, list):
                 raise self.err(value, "any-of", f"{vpath}/any-of", "must be a list")
             out.any_of = [self.expr(value, "any-of", v, f"{vpath}/any-of") for v in items]
-        for key in ("eq", "min", "max", "expr"):
-            n = getattr(out, key.replace("-", "_"))
-            if n is not None:
-                self.check_enum_literals(tdef, value, key, n, f"{vpath}/{key}")
         return out
-
-    def check_enum_literals(self, tdef: TypeDef, node: _Map, key: str, expr: Node,
-                            path: str) -> None:
-        for n in walk(expr):
-            if isinstance(n, EnumLit):
-                found = self.resolve(self.enums, tdef.path, n.enum)
-                if found is None or n.member not in self.enums[found].values.values():
-                    raise self.err(node, key, path, f"unknown enum member {'::'.join(n.enum)}::{n.member}")
 
     def check_bit_runs(self, tdef: TypeDef, ypath: str) -> None:
         run = 0
@@ -543,23 +529,35 @@ class _Builder:
             covers=None if covers == "whole" else self.expr(spec, "covers", covers, f"{cpath}/covers"))
 
     def check_names(self, tdef: TypeDef, ypath: str) -> None:
+        """Every name and enum literal in every expression of the type must exist."""
         known = {a.id for a in tdef.seq} | {i.id for i in tdef.instances}
         known |= {p.id for p in tdef.params} | {"_parent", "_root", "_io", "_index", "_"}
         located: list[tuple[int, str, Node]] = []
         for a in tdef.seq:
-            located += [(a.line, f"{ypath}/seq/{a.id}", n)
-                        for n in (a.size, a.repeat_expr, a.cond, *a.args) if n is not None]
+            located += [(a.line, f"{ypath}/seq/{a.id}", n) for n in _attr_exprs(a)]
         for inst in tdef.instances:
             where = (inst.line, f"{ypath}/instances/{inst.id}")
             located += [(*where, n) for n in (inst.value, inst.pos) if n is not None]
             if inst.attr is not None:
-                a = inst.attr
-                located += [(*where, n) for n in (a.size, a.repeat_expr, a.cond, *a.args)
-                            if n is not None]
+                located += [(*where, n) for n in _attr_exprs(inst.attr)]
         for line, path, expr in located:
             for n in walk(expr):
                 if isinstance(n, Name) and n.name not in known:
                     raise self.ctx.error(line, path, f"expression uses unknown name {n.name!r}")
+                if isinstance(n, EnumLit):
+                    found = self.resolve(self.enums, tdef.path, n.enum)
+                    if found is None or n.member not in self.enums[found].values.values():
+                        raise self.ctx.error(line, path, "unknown enum member "
+                                             f"{'::'.join(n.enum)}::{n.member}")
+
+
+def _attr_exprs(a: Attribute) -> list[Node]:
+    """Every expression an attribute carries (size, count, condition, arguments, rules)."""
+    out = [n for n in (a.size, a.repeat_expr, a.cond) if n is not None] + list(a.args)
+    if a.valid is not None:
+        v = a.valid
+        out += [n for n in (v.eq, v.min, v.max, v.expr) if n is not None] + list(v.any_of or [])
+    return out
 
 
 def _doc_ref(value: Any) -> str:

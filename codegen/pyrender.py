@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from .expr import Attr, Name, Node, const_int, names_used, to_python
+from .expr import Attr, Name, Node, const_int, names_used, to_python, walk
 from .ir import Attribute, EnumDef, Spec, TypeDef
 from .loader import SpecError
 
@@ -23,6 +23,10 @@ TEMPLATES = Path(__file__).with_name("templates")
 _INT_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
               (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
 _FLOAT_CODES = {4: "f", 8: "d"}
+
+
+def ceil_bytes(bits: int) -> int:
+    return (bits + 7) // 8
 
 
 def camel(name: str) -> str:
@@ -79,6 +83,9 @@ class Renderer:
         self.structs: dict[str, str] = {}  # module-level Struct name -> format
         self.sizes: dict[tuple[str, ...], int | None] = {}
         self.flat: dict[tuple[str, ...], bool] = {}
+        #: the spec reads _parent/_root somewhere: every decoded record keeps its context (a
+        #: chain like _parent._parent passes through types that do not use it themselves)
+        self.spec_ctx = any(self.uses(t, {"_parent", "_root"}) for t in spec.types.values())
         self.run_structs: dict[tuple[tuple[str, ...], str], str] = {}  # run's first field -> Struct
         self.name_types()
 
@@ -116,13 +123,26 @@ class Renderer:
 
     # -- expressions ------------------------------------------------------------------------
 
-    def py(self, node: Node, tdef: TypeDef, underscore: str = "_v") -> str:
+    def py(self, node: Node, tdef: TypeDef, underscore: str = "_v", prop: bool = False,
+           depth: int = 0) -> str:
+        """Python for an expression of `tdef`: while parsing (locals pos, io_base, io_end;
+        value instances inlined so `_io.pos` means the current position) or, with `prop`,
+        inside a property of the decoded record."""
         optional = {a.id for a in tdef.seq if a.cond is not None}
+        values = {i.id: i.value for i in tdef.instances if i.value is not None}
+
         def resolve(n: Name) -> str:
             if n.name == "_io.size":
                 return "(io_end - io_base)"
             if n.name == "_io.pos":
+                if prop:
+                    raise self.err(tdef, "_io.pos has no meaning once the record is decoded "
+                                         "(used in a value instance read outside the seq)")
                 return "(pos - io_base)"
+            if not prop and n.name in values and depth < 16:
+                inner = values[n.name]
+                assert inner is not None
+                return f"({self.py(inner, tdef, underscore, prop, depth + 1)})"
             if n.name.startswith("_io."):
                 raise self.err(tdef, f"_io.{n.name[4:]} is not supported")
             if n.name == "_io":
@@ -240,6 +260,7 @@ class Renderer:
         self.flat[tpath] = False
         tdef = self.spec.types[tpath]
         ok = self.type_size(tpath) is not None and not tdef.params
+        ok = ok and not (self.spec_ctx and any(a.kind == "struct" for a in tdef.seq))
         ok = ok and not any(i.pos is not None for i in tdef.instances)
         special = {"_parent", "_root", "_io", "_io.size", "_io.pos", "_index"}
         ok = ok and not self.uses(tdef, special) and len(self.byte_orders(tpath)) <= 1
@@ -328,7 +349,7 @@ class Renderer:
         name = self.class_names[tdef.path]
         doc = tdef.doc.strip() or f"The `{'::'.join(tdef.path) or self.spec.id}` structure."
         plan = TypePlan(tdef=tdef, class_name=name, doc=doc, size=self.type_size(tdef.path))
-        plan.ctx_slots = self.uses(tdef, {"_parent", "_root"})
+        plan.ctx_slots = self.spec_ctx and not self.is_flat(tdef.path)
         plan.io_slots = any(i.pos is not None for i in tdef.instances) or any(
             names_used(i.value) & {"_io", "_io.size", "_io.pos"}
             for i in tdef.instances if i.value is not None)
@@ -421,7 +442,8 @@ class Renderer:
         out: set[bool] = set()
         for g in self.groups(tdef):
             if isinstance(g, _Bits):
-                out.add(tdef.big)
+                if g.nbytes > 1:  # one Struct code reads the group: it needs the bit order
+                    out.add(g.big)
             elif g.kind in ("int", "float") and g.width > 1:
                 out.add(g.big)
             elif g.kind == "struct" and g.type_path is not None:
@@ -664,6 +686,16 @@ class Renderer:
                 out.append(g)
                 continue
             cond = "" if isinstance(g, _Bits) or g.cond is None else repr(g.cond)
+            if isinstance(g, Attribute) and g.cond is not None:
+                used = names_used(g.cond)
+                run_ids = {x.id for x in run if isinstance(x, Attribute)} | {
+                    a.id for x in run if isinstance(x, _Bits) for a in x.attrs}
+                if "_io" in used or used & run_ids:  # must be evaluated right before g
+                    if run:
+                        out.append(run)
+                    out.append([g])
+                    run, key = [], None
+                    continue
             order = self.order_of(g, tdef)
             if run and key is not None and (cond != key[0] or (
                     order is not None and key[1] is not None and order != key[1])):
@@ -689,6 +721,9 @@ class Renderer:
                         val = f"_codec.enum_or_int({self.map_name(a.enum)}, {val})"
                     assigns.append(f"self.{a.id} = {val}")
                     names.append(a.id)
+                    if a.valid is not None:
+                        checks += self.valid_checks(tdef, a, f"self.{a.id}", f"pos + {size}",
+                                                    f"{self.dotted(tdef)}.{a.id}")
                 size += g.nbytes
                 continue
             path = f"{self.dotted(tdef)}.{g.id}"
@@ -745,6 +780,10 @@ class Renderer:
             if a.enum is not None:
                 val = f"_codec.enum_or_int({self.map_name(a.enum)}, {val})"
             lines.append(f"self.{a.id} = {val}")
+        for a in g.attrs:
+            if a.valid is not None:
+                lines += self.valid_checks(tdef, a, f"self.{a.id}", f"pos - {g.nbytes}",
+                                           f"{self.dotted(tdef)}.{a.id}")
         return lines
 
     def read_attr(self, tdef: TypeDef, a: Attribute, target: str, root: str) -> list[str]:
@@ -755,6 +794,9 @@ class Renderer:
             if a.repeat_expr is not None:
                 count = self.py(a.repeat_expr, tdef)
             else:
+                body += [f"if (io_end - pos) % {a.width}:",
+                         f"    _codec.need_until(io_end, pos, (io_end - pos) // {a.width} * {a.width}"
+                         f" + {a.width}, {path!r})"]
                 count = f"(io_end - pos) // {a.width}"
             body += [f"_n = {count}",
                      f"if _n * {a.width} < 0 or io_end - pos < _n * {a.width}:",
@@ -795,7 +837,17 @@ class Renderer:
 
     def read_one(self, tdef: TypeDef, a: Attribute, var: str, root: str, path: str) -> list[str]:
         lines: list[str] = ["_start = pos"] if a.valid is not None else []
-        if a.kind in ("int", "float"):
+        if a.kind == "bits":  # only as a pos instance: seq bit fields are read in groups
+            nbytes = ceil_bytes(a.width)
+            raw = f"int.from_bytes(buf[pos:pos + {nbytes}], {'big' if a.big else 'little'!r})"
+            shift = nbytes * 8 - a.width if a.big else 0
+            lines += [f"if io_end - pos < {nbytes}:",
+                      f"    _codec.need_until(io_end, pos, {nbytes}, {path!r})",
+                      f"{var} = ({raw} >> {shift}) & {(1 << a.width) - 1:#x}",
+                      f"pos += {nbytes}"]
+            if a.enum is not None:
+                lines.append(f"{var} = _codec.enum_or_int({self.map_name(a.enum)}, {var})")
+        elif a.kind in ("int", "float"):
             sname = self.scalar_struct(a)
             lines += [f"if io_end - pos < {a.width}:",
                       f"    _codec.need_until(io_end, pos, {a.width}, {path!r})",
@@ -1001,9 +1053,15 @@ class Renderer:
         if inst.value is not None:
             ann = "Any"
             lines = ["@property", f"def {inst.id}(self) -> {ann}:", f"    {doc!r}"]
-            if "_io" in names_used(inst.value):
+            if any(isinstance(n, Attr) and n.name == "pos" and isinstance(n.obj, Name)
+                   and n.obj.name == "_io" for n in walk(inst.value)):
+                # meaningful only while parsing (where it is inlined), not on the record
+                return lines + [f"    raise _codec.UnsupportedFeatureError("
+                                f"{inst.id + ' reads _io.pos: available only while parsing'!r})"]
+            body = self.py(inst.value, tdef, prop=True)
+            if "io_end" in body or "io_base" in body:
                 lines += ["    io_base, io_end = self._io_base, self._io_end"]
-            lines.append(f"    return {self.py(inst.value, tdef)}")
+            lines.append(f"    return {body}")
             return lines
         assert inst.attr is not None and inst.pos is not None
         ann = self.annotation(inst.attr)
@@ -1027,7 +1085,9 @@ class Renderer:
         if off is None:
             raise self.err(tdef, f"-checksum field {ck.field!r} must be at a fixed offset")
         name = plan.class_name
-        covers = "len(self.build())" if ck.covers is None else self.py(ck.covers, tdef)
+        covers = "len(self.build())" if ck.covers is None else self.py(ck.covers, tdef, prop=True)
+        if "io_end" in covers:
+            raise self.err(tdef, "-checksum covers cannot use _io")
         if ck.covers is not None and const_int(ck.covers) is None:
             covers = f"int({covers})"
         length = (str(plan.size) if plan.size is not None else "len(cls.parse(buf, offset).build())") \

@@ -117,6 +117,8 @@ def _io_size(stream: Any) -> int:
 
 
 def _io_seek(stream: Any, pos: int) -> None:
+    if pos < 0:
+        raise cs.StreamError(f"cannot seek to {pos}", path="(instance)")
     if isinstance(stream, cs.core.BytesIOWithOffsets):
         io.BytesIO.seek(stream, pos)
     else:
@@ -423,7 +425,7 @@ class _Builder:
             return self.attr(tdef, node)
         if isinstance(node, Index):
             obj, idx = self.compile(tdef, node.obj), self.compile(tdef, node.index)
-            return lambda ctx, u: _norm(_present(obj(ctx, u), node)[idx(ctx, u)])
+            return lambda ctx, u: _item(_present(obj(ctx, u), node), idx(ctx, u))
         if isinstance(node, Unary):
             operand = self.compile(tdef, node.operand)
             if node.op == "not":
@@ -564,7 +566,7 @@ def _get(ctx: Context, key: str, what: str) -> Any:
 
 def _present(value: Any, node: Node) -> Any:
     if value is None:
-        raise KaitaiExprError(f"{node}: the value is absent")
+        raise KaitaiExprError(f"{type(node).__name__} of an absent value")
     return value
 
 
@@ -579,14 +581,29 @@ def _stream_attr(stream: Any, name: str) -> int | bool:
 
 
 def _div(a: Any, b: Any) -> Any:
+    if b == 0:
+        raise KaitaiExprError(f"division by zero ({a} / 0)")
     if isinstance(a, int) and isinstance(b, int):
         return a // b
     return a / b
 
 
+def _mod(a: Any, b: Any) -> Any:
+    if b == 0:
+        raise KaitaiExprError(f"modulo by zero ({a} % 0)")
+    return a % b
+
+
+def _item(seq: Any, index: Any) -> Any:
+    try:
+        return _norm(seq[index])
+    except IndexError:
+        raise KaitaiExprError(f"index {index} out of range (length {len(seq)})") from None
+
+
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-    "/": _div, "%": lambda a, b: a % b,
+    "/": _div, "%": _mod,
     "<<": lambda a, b: a << b, ">>": lambda a, b: a >> b,
     "&": lambda a, b: a & b, "|": lambda a, b: a | b, "^": lambda a, b: a ^ b,
     "==": lambda a, b: a == b, "!=": lambda a, b: a != b,

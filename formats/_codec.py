@@ -14,14 +14,20 @@ from typing import TypeVar
 
 import crc32c as _crc32c
 
-from .errors import BuildError, CorruptError, TruncatedError, ValidationError
+from .errors import (
+    BuildError,
+    CorruptError,
+    TruncatedError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
 
 __all__ = [
     "BuildError", "Buffer", "CHECKSUMS", "CorruptError", "FieldInfo", "TruncatedError",
     "ValidationError", "bits_fit", "check_contents", "checksum_with_zeroed", "crc32",
     "crc32c", "decode_str", "decode_strz", "encode_str", "enum_or_int", "fixed_bytes",
     "int_array", "int_array_bytes", "int_list_array", "invalid", "need", "need_until",
-    "ones_complement_sum", "padded", "present", "strz_bytes",
+    "ones_complement_sum", "padded", "present", "strz_bytes", "UnsupportedFeatureError",
 ]
 
 Buffer = bytes | bytearray | memoryview

@@ -45,12 +45,14 @@ _S_IBMHEADER_1 = _struct.Struct('<qqqiiq')
 _S_IBMHEADER_2 = _struct.Struct('<iqqiiiiiiiiiiiqqq')
 _S_IBMHEADER_3 = _struct.Struct('<qqiiiii')
 _S_IBMJOURNALRECORD_0 = _struct.Struct('<I')
-_S_IBMJOURNALRECORD_1 = _struct.Struct('<Iq')
-_S_IBMJOURNALRECORD_2 = _struct.Struct('<II')
+_S_IBMJOURNALRECORD_1 = _struct.Struct('<I')
+_S_IBMJOURNALRECORD_2 = _struct.Struct('<q')
+_S_IBMJOURNALRECORD_3 = _struct.Struct('<II')
 _S_IBMPREFETCHPROFILEENTRY = _struct.Struct('<qI')
 _S_JOURNALRECORD_0 = _struct.Struct('<I')
-_S_JOURNALRECORD_1 = _struct.Struct('<IQ')
-_S_JOURNALRECORD_2 = _struct.Struct('<QII')
+_S_JOURNALRECORD_1 = _struct.Struct('<I')
+_S_JOURNALRECORD_2 = _struct.Struct('<Q')
+_S_JOURNALRECORD_3 = _struct.Struct('<QII')
 _U4LE = _struct.Struct('<I')
 
 
@@ -521,7 +523,7 @@ class Header:
         pos = io_base + self.table_offset
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='header.table')
-        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, self.num_table_entries)
+        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, ((0 if (self.chunk_size == 0) else (((self.virtual_disk_size + self.chunk_size) - 1) // self.chunk_size))))
         _result = _f_table
         return _result
 
@@ -879,7 +881,7 @@ class IbmHeader:
         pos = io_base + self.table_offset
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='ibm_header.table')
-        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, self.num_table_entries)
+        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, ((0 if (self.chunk_size == 0) else (((self.virtual_disk_size + self.chunk_size) - 1) // self.chunk_size))))
         _result = _f_table
         return _result
 
@@ -1299,19 +1301,25 @@ class JournalRecord:
         self.record_type = _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, _t[0])
         pos += 4
         if (self.record_type == JournalRecordType.BITMAP):
-            if io_end - pos < 12:
-                _codec.need_until(io_end, pos, 12, 'journal_record.num_dirty_sectors')
+            if io_end - pos < 4:
+                _codec.need_until(io_end, pos, 4, 'journal_record.num_dirty_sectors')
             _t = _S_JOURNALRECORD_1.unpack_from(buf, pos)
             self.num_dirty_sectors = _t[0]
-            self.dirty_sector_begin = _t[1]
-            pos += 12
+            pos += 4
         else:
             self.num_dirty_sectors = None
+        if (self.record_type == JournalRecordType.BITMAP):
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'journal_record.dirty_sector_begin')
+            _t = _S_JOURNALRECORD_2.unpack_from(buf, pos)
+            self.dirty_sector_begin = _t[0]
+            pos += 8
+        else:
             self.dirty_sector_begin = None
         if (self.record_type == JournalRecordType.TABLE):
             if io_end - pos < 16:
                 _codec.need_until(io_end, pos, 16, 'journal_record.journal_epoch')
-            _t = _S_JOURNALRECORD_2.unpack_from(buf, pos)
+            _t = _S_JOURNALRECORD_3.unpack_from(buf, pos)
             self.journal_epoch = _t[0]
             self.num_dirty_table_entries = _t[1]
             self.dirty_table_begin = _t[2]
@@ -1355,10 +1363,13 @@ class JournalRecord:
         if self.num_dirty_sectors is not None:
             out += _S_JOURNALRECORD_1.pack(
                 self.num_dirty_sectors,
+            )
+        if self.dirty_sector_begin is not None:
+            out += _S_JOURNALRECORD_2.pack(
                 self.dirty_sector_begin,
             )
         if self.journal_epoch is not None:
-            out += _S_JOURNALRECORD_2.pack(
+            out += _S_JOURNALRECORD_3.pack(
                 self.journal_epoch,
                 self.num_dirty_table_entries,
                 self.dirty_table_begin,
@@ -1606,19 +1617,25 @@ class IbmJournalRecord:
         self.record_type = _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, _t[0])
         pos += 4
         if (self.record_type == JournalRecordType.BITMAP):
-            if io_end - pos < 12:
-                _codec.need_until(io_end, pos, 12, 'ibm_journal_record.nb_sectors')
+            if io_end - pos < 4:
+                _codec.need_until(io_end, pos, 4, 'ibm_journal_record.nb_sectors')
             _t = _S_IBMJOURNALRECORD_1.unpack_from(buf, pos)
             self.nb_sectors = _t[0]
-            self.sector_num = _t[1]
-            pos += 12
+            pos += 4
         else:
             self.nb_sectors = None
+        if (self.record_type == JournalRecordType.BITMAP):
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'ibm_journal_record.sector_num')
+            _t = _S_IBMJOURNALRECORD_2.unpack_from(buf, pos)
+            self.sector_num = _t[0]
+            pos += 8
+        else:
             self.sector_num = None
         if (self.record_type == JournalRecordType.TABLE):
             if io_end - pos < 8:
                 _codec.need_until(io_end, pos, 8, 'ibm_journal_record.first_chunk')
-            _t = _S_IBMJOURNALRECORD_2.unpack_from(buf, pos)
+            _t = _S_IBMJOURNALRECORD_3.unpack_from(buf, pos)
             self.first_chunk = _t[0]
             self.count = _t[1]
             pos += 8
@@ -1660,10 +1677,13 @@ class IbmJournalRecord:
         if self.nb_sectors is not None:
             out += _S_IBMJOURNALRECORD_1.pack(
                 self.nb_sectors,
+            )
+        if self.sector_num is not None:
+            out += _S_IBMJOURNALRECORD_2.pack(
                 self.sector_num,
             )
         if self.first_chunk is not None:
-            out += _S_IBMJOURNALRECORD_2.pack(
+            out += _S_IBMJOURNALRECORD_3.pack(
                 self.first_chunk,
                 self.count,
             )

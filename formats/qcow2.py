@@ -58,8 +58,9 @@ _S_FEATURENAMEENTRY_0 = _struct.Struct('>BB')
 _S_FULLDISKENCRYPTIONHEADERPOINTER = _struct.Struct('>QQ')
 _S_HEADEREXTENSION_0 = _struct.Struct('>II')
 _S_HEADER_0 = _struct.Struct('>4sIQIIQIIQQIIQ')
-_S_HEADER_1 = _struct.Struct('>QQQII')
-_S_HEADER_2 = _struct.Struct('>B')
+_S_HEADER_1 = _struct.Struct('>Q')
+_S_HEADER_2 = _struct.Struct('>QQII')
+_S_HEADER_3 = _struct.Struct('>B')
 _S_L1ENTRY_0 = _struct.Struct('>B')
 _S_L2ENTRYEXTENDED_0 = _struct.Struct('>II')
 _S_L2ENTRY_0 = _struct.Struct('>B')
@@ -376,23 +377,29 @@ class Header:
             raise _codec.invalid('header.snapshots_offset', pos + 64, self.snapshots_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
         pos += 72
         if (self.version >= 3):
-            if io_end - pos < 32:
-                _codec.need_until(io_end, pos, 32, 'header.incompatible_features')
+            if io_end - pos < 8:
+                _codec.need_until(io_end, pos, 8, 'header.incompatible_features')
             _t = _S_HEADER_1.unpack_from(buf, pos)
             self.incompatible_features = _t[0]
-            self.compatible_features = _t[1]
-            self.autoclear_features = _t[2]
-            self.refcount_order = _t[3]
-            self.header_length = _t[4]
-            if self.refcount_order > 6:
-                raise _codec.invalid('header.refcount_order', pos + 24, self.refcount_order, '<= 6')
-            if self.header_length < 104:
-                raise _codec.invalid('header.header_length', pos + 28, self.header_length, '>= 104')
-            if self.header_length > (1 << self.cluster_bits):
-                raise _codec.invalid('header.header_length', pos + 28, self.header_length, '<= (1 << cluster_bits)')
-            pos += 32
+            pos += 8
         else:
             self.incompatible_features = None
+        if (self.version >= 3):
+            if io_end - pos < 24:
+                _codec.need_until(io_end, pos, 24, 'header.compatible_features')
+            _t = _S_HEADER_2.unpack_from(buf, pos)
+            self.compatible_features = _t[0]
+            self.autoclear_features = _t[1]
+            self.refcount_order = _t[2]
+            self.header_length = _t[3]
+            if self.refcount_order > 6:
+                raise _codec.invalid('header.refcount_order', pos + 16, self.refcount_order, '<= 6')
+            if self.header_length < 104:
+                raise _codec.invalid('header.header_length', pos + 20, self.header_length, '>= 104')
+            if self.header_length > (1 << self.cluster_bits):
+                raise _codec.invalid('header.header_length', pos + 20, self.header_length, '<= (1 << cluster_bits)')
+            pos += 24
+        else:
             self.compatible_features = None
             self.autoclear_features = None
             self.refcount_order = None
@@ -400,7 +407,7 @@ class Header:
         if ((self.version >= 3) and (_codec.present(self.header_length, 'header.header_length') > 104)):
             if io_end - pos < 1:
                 _codec.need_until(io_end, pos, 1, 'header.compression_type')
-            _t = _S_HEADER_2.unpack_from(buf, pos)
+            _t = _S_HEADER_3.unpack_from(buf, pos)
             self.compression_type = _codec.enum_or_int(_COMPRESSIONTYPE_BY_VALUE, _t[0])
             if not ((self.compression_type != CompressionType.DEFLATE) == ((_codec.present(self.incompatible_features, 'header.incompatible_features') & 8) != 0)):
                 raise _codec.invalid('header.compression_type', pos + 0, self.compression_type, 'expr ((_ != compression_type.DEFLATE) == ((incompatible_features & 8) != 0))')
@@ -446,13 +453,16 @@ class Header:
         if self.incompatible_features is not None:
             out += _S_HEADER_1.pack(
                 self.incompatible_features,
+            )
+        if self.compatible_features is not None:
+            out += _S_HEADER_2.pack(
                 self.compatible_features,
                 self.autoclear_features,
                 self.refcount_order,
                 self.header_length,
             )
         if self.compression_type is not None:
-            out += _S_HEADER_2.pack(
+            out += _S_HEADER_3.pack(
                 self.compression_type,
             )
         if self.additional_fields is not None:

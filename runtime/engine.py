@@ -8,7 +8,7 @@ The default `readinto` works from `extents()`; engines override it with a fast p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -116,6 +116,16 @@ class Engine(ABC):
                 self.backing.read_at(e.offset, part)
             else:
                 part[:] = bytes(len(part))
+
+    def fast_reader(self, general: Callable[[int, memoryview], None]
+                    ) -> Callable[[int, memoryview], None]:
+        """A positioned reader for the common case that hands everything else (reads past the
+        end, holes, split blocks) to `general`. Engines specialise it; this one does nothing."""
+        return general
+
+    def fast_pread(self, general: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
+        """Like fast_reader, for reads that return bytes."""
+        return general
 
     def write(self, offset: int, data: memoryview) -> None:
         raise UnsupportedFeatureError(f"writing {self.format_name} images")

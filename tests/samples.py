@@ -31,7 +31,7 @@ class Sample:
 
     @property
     def id(self) -> str:
-        return f"{self.spec}:{'::'.join(self.type_path) or '/'}:{self.label}"
+        return f"{self.spec}:{'::'.join(self.type_path) or '/'}:{self.label}@{self.offset:#x}"
 
 
 def qemu_image(workdir: Path, fmt: str, size: str, options: str = "",
@@ -226,6 +226,8 @@ def vhdx_log_entry(sequence: int, tail: int, log_guid: bytes) -> bytes:
 def vhdx_hand_built() -> Iterator[Sample]:
     """What Hyper-V / openvmm write and QEMU does not: a header of an open (dirty) file, a
     region table with the required bits set, the BAT of a differencing disk."""
+    # openvmm leaves the creator empty
+    yield Sample("vhdx", ("file_identifier",), b"vhdxfile".ljust(0x10000, b"\0"), label="no creator")
     header = bytearray(4096)
     struct.pack_into("<4sIQ16s16s16sHHIQ", header, 0, b"head", 0, 1,
                      guid("0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0"),
@@ -235,12 +237,18 @@ def vhdx_hand_built() -> Iterator[Sample]:
     yield Sample("vhdx", ("header",), bytes(header), label="open file, log guid set")
     table = bytearray(0x10000)
     struct.pack_into("<4sIII", table, 0, b"regi", 0, 2, 0)
-    table[16:48] = VHDX_METADATA + struct.pack("<QII", 2 << 20, 1 << 20, 1)
-    table[48:80] = VHDX_BAT + struct.pack("<QII", 3 << 20, 1 << 20, 1)
+    table[16:48] = VHDX_BAT + struct.pack("<QII", 3 << 20, 1 << 20, 1)
+    table[48:80] = VHDX_METADATA + struct.pack("<QII", 2 << 20, 1 << 20, 1)
     struct.pack_into("<I", table, 4, vhdx.RegionTable.checksum_of(bytes(table)))
-    yield Sample("vhdx", ("region_table",), bytes(table), label="required regions")
+    yield Sample("vhdx", ("region_table",), bytes(table), label="required regions")  # CRC 0xC66B8CAE
     for k in range(2):
         yield Sample("vhdx", ("region_table_entry",), bytes(table), 16 + 32 * k, label="required")
+    # the empty entry openvmm writes when it opens a file for writing (vhdx.md 8.6 vector)
+    empty = bytearray(4096)
+    struct.pack_into("<4sIIIQII16sQQ", empty, 0, b"loge", 0, 4096, 0, 1, 0, 0, bytes(range(1, 17)),
+                     4 << 20, 4 << 20)
+    struct.pack_into("<I", empty, 4, vhdx.LogEntryHeader.checksum_of(bytes(empty)))  # 0x85F34306
+    yield Sample("vhdx", ("log_entry_header",), bytes(empty), label="empty entry")
     # BAT of the 3 GiB differencing disk of vhdx_differencing_metadata(): 2 MiB blocks,
     # 4096-byte sectors, chunk ratio 16384, so one chunk: 16384 payload entries + its bitmap
     entries = [0] * 16385
@@ -411,19 +419,27 @@ def qcow2_patched_headers(data: bytes) -> Iterator[tuple[str, bytes]]:
 def qcow2_hand_built() -> Iterator[Sample]:
     """Entries QEMU does not write: other snapshot extra data sizes, an all-ones bitmap
     table entry, an unknown header extension, a zero-flagged L2 entry with an offset."""
-    def snapshot(extra: bytes, id_str: str, name: str) -> bytes:
+    def snapshot(extra: bytes, vm_state_size: int, id_str: str, name: str) -> bytes:
         raw = struct.pack(">QIHHIIQII", 0x50000, 1, len(id_str), len(name), 1700000000, 123456789,
-                          987654321000, 0, len(extra)) + extra + (id_str + name).encode()
+                          987654321000, vm_state_size, len(extra)) + extra + (id_str + name).encode()
         return raw + bytes(-len(raw) % 8)
 
-    for extra in (b"",
-                  struct.pack(">QQ", 0, 4 << 20),
-                  struct.pack(">QQq", 1 << 20, 4 << 20, -1) + b"future extra data",):
-        raw = snapshot(extra, "7", "extra " + str(len(extra)))
+    for extra, vm_state_size in ((b"", 0x2000),  # a very old writer: no extra data
+                                 (struct.pack(">QQ", 0, 4 << 20), 0),  # the v3 minimum
+                                 (struct.pack(">QQq", 5 << 30, 4 << 20, -1) + b"future extra data",
+                                  0)):
+        raw = snapshot(extra, vm_state_size, "7", "extra " + str(len(extra)))
         yield Sample("qcow2", ("snapshot_entry",), raw, label=f"extra data {len(extra)}")
         yield Sample("qcow2", ("snapshot_extra_data",), raw, 40, {"len_extra_data": len(extra)},
                      label=f"extra data {len(extra)}")
     yield Sample("qcow2", ("bitmap_table_entry",), struct.pack(">Q", 1), label="all ones")
+    # a bitmap left in use by a crashed writer, with extra data it may ignore
+    name = b"backup-incremental"
+    entry = struct.pack(">QIIBBHI", 0x90000, 4, 0x7, 1, 20, len(name), 8) + b"\x01\x02\x03\x04extr"
+    entry += name + bytes(-(len(entry) + len(name)) % 8)
+    yield Sample("qcow2", ("bitmap_directory_entry",), entry, label="in use, extra data")
+    yield Sample("qcow2", ("bitmap_directory",), entry + entry, params={"num_entries": 2},
+                 label="in use, extra data")
     yield Sample("qcow2", ("l2_entry",), struct.pack(">Q", 0x8000000000050001), label="zero alloc")
     unknown = struct.pack(">II", 0x12345678, 13) + b"vendor data!!" + b"\0" * 3
     yield Sample("qcow2", ("header_extension",), unknown, label="unknown type, padded")
@@ -447,7 +463,7 @@ def qcow2_samples(workdir: Path) -> Iterator[Sample]:
     # v3 child: backing file and format, lazy refcounts, two persistent bitmaps, zero clusters
     top = image("top", "backing_file=base.qcow2,backing_fmt=qcow2,lazy_refcounts=on")
     run("qemu-img", "bitmap", "--add", top, "dirty0")
-    run("qemu-img", "bitmap", "--add", "-g", "65536", top, "dirty-64k")
+    run("qemu-img", "bitmap", "--add", "-g", "4096", top, "dirty-4k")
     qemu_io(top, "qcow2", "write -P 0x44 0 4k", "write -z 1M 64k", "write -P 0x45 3M 128k")
     run("qemu-img", "snapshot", "-c", "second snapshot", top)
     # compressed clusters, deflate and zstd, from half-compressible data
@@ -544,8 +560,10 @@ def fvd_founding_image(header_values: dict[str, Any] | None = None) -> bytes:
         add_storage_cmd=b"/usr/local/bin/grow-lv vg0/fvd-data", chunks_relocated=1,
         copy_on_read=1, max_outstanding_copy_on_read_data=2000000, prefetch_start_delay=30,
         base_img_fully_prefetched=0, num_prefetch_slots=2, bytes_per_prefetch=mib,
-        read_measure=100, write_measure=100, min_read=5120, min_write=5120,
-        max_read=1000000000, max_write=1000000000, throttle=30000, need_zero_init=1,
+        prefetch_read_throughput_measure_time=100, prefetch_write_throughput_measure_time=100,
+        prefetch_min_read_throughput=5120, prefetch_min_write_throughput=5120,
+        prefetch_max_read_throughput=1000000000, prefetch_max_write_throughput=1000000000,
+        prefetch_throttle_time=30000, need_zero_init=0,
         incompatible_features=bytes(4096))
     values.update(header_values or {})
     header = FVD_HEADER.pack(b"FVD\0", *values.values())
@@ -574,13 +592,14 @@ def fvd_founding_image(header_values: dict[str, Any] | None = None) -> bytes:
 
 def fvd_ibm_image() -> bytes:
     """A compact FVD image of the IBM driver (variant A) with a base image, a separate
-    data file and a journal of bitmap, table and mixed sectors."""
+    data file, prefetch on, not closed cleanly, and a journal of bitmap, table and mixed
+    sectors (fvd.md 5.1)."""
     mib = 1 << 20
     header = FVD_IBM_HEADER.pack(
         bytes([0xA9, 0xF5, 0x43, 0x51]), 1, 0, 10 * mib, 20480, b"base-image.qcow2", b"qcow2",
         8 * mib, 8192, 4096, 7680, 1, 2000000, b"fvd-data.raw", b"raw",
-        30, 0, 0, 2, 1044480, 100, 100, 80, 5120, 5120, 1000000000, 1000000000, 30000, 1,
-        12288, mib, 100 * mib, b"builtin:lvextend", 16384, 4096, 0, 1, 0, 4096, -1, b"")
+        30, 0, 0, 2, 1052160, 100, 100, 80, 5120, 5120, 1000000000, 1000000000, 30000, 1,
+        12288, mib, 100 * mib, b"builtin:lvextend", 16384, 4096, 0, 0, 0, 4096, -1, b"")
     assert len(header) == 4336
     image = bytearray(20480)
     image[:4336] = header
@@ -666,7 +685,7 @@ def fvd_samples(workdir: Path) -> Iterator[Sample]:
     # a founding image that is not compact and keeps its data in a separate file
     plain = fvd_founding_image({"data_offset": 0, "data_file": b"/srv/fvd/vm1-data.img",
                                 "data_file_fmt": b"raw", "table_offset": 0, "table_size": 0,
-                                "clean_shutdown": 1,
+                                "clean_shutdown": 1, "need_zero_init": 1,
                                 "base_img_fully_prefetched": 1, "chunks_relocated": 0})
     yield Sample("fvd", (), plain, label="separate data file")
     yield Sample("fvd", ("header",), plain, label="separate data file")

@@ -1,5 +1,7 @@
 """Every .ksy compiles with the official Kaitai Struct compiler 0.11, and its generated parser
-reads the same field values as our codecs from the same bytes."""
+reads the same field values as our codecs from the same bytes: the seq fields, and the
+`instances` (value and `pos` instances, at any depth) - a sample parsed from a whole file
+reaches the structures its root type locates with `pos` instances."""
 
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ def kaitai_plain(value: Any, like: Any) -> Any:
 
 
 def kaitai_parse(module: ModuleType, spec: str, sample: Sample) -> Any:
-    from kaitaistruct import KaitaiStream
+    from kaitaistruct import KaitaiStream  # type: ignore[import-untyped]
 
     cls: Any = getattr(module, camel(spec))
     for part in sample.type_path:
@@ -120,3 +122,78 @@ def test_same_fields_as_official_compiler(spec: str, kaitai_modules: dict[str, M
             assert ours.build() == sample.data[sample.offset: sample.offset + cls.SIZE], sample.id
         checked += 1
     assert checked >= 3
+
+
+MAX_DEPTH = 12  # records nested in records; the specs' deepest path is 6
+
+
+def instance_names(cls: type) -> list[str]:
+    """Our codecs give each `instances` entry as a property, and nothing else."""
+    return [name for name, value in vars(cls).items() if isinstance(value, property)]
+
+
+def read(obj: Any, name: str) -> Any:
+    """An instance's value, or the exception reading it raised (each side fails its own way)."""
+    try:
+        return getattr(obj, name)
+    except Exception as exc:
+        return exc
+
+
+def lenient_text(value: Any) -> bool:
+    """A string our codecs decoded from bytes that are not valid text (lone surrogates from
+    surrogatepass / surrogateescape), where Kaitai's strict decoding raises instead."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def walk(ours: Any, theirs: Any, path: str, out: list[str], depth: int = 0) -> None:
+    """Append to `out` every place where our value and Kaitai's differ."""
+    if dataclasses.is_dataclass(ours) and not isinstance(ours, type):
+        if depth > MAX_DEPTH:
+            return
+        for f in dataclasses.fields(ours):
+            if f.init:
+                walk(getattr(ours, f.name), getattr(theirs, f.name, None), f"{path}.{f.name}", out,
+                     depth + 1)
+        for name in instance_names(type(ours)):
+            mine, kaitai = read(ours, name), read(theirs, name)
+            if isinstance(kaitai, UnicodeDecodeError) and lenient_text(mine):
+                continue  # documented: our strings decode any bytes, so they round-trip
+            if isinstance(mine, Exception) or isinstance(kaitai, Exception):
+                if not (isinstance(mine, Exception) and isinstance(kaitai, Exception)):
+                    out.append(f"{path}.{name}: ours {mine!r}, Kaitai {kaitai!r}")
+                continue
+            walk(mine, kaitai, f"{path}.{name}", out, depth + 1)
+        return
+    if isinstance(ours, array | list):
+        if not isinstance(theirs, list) or len(theirs) != len(ours):
+            out.append(f"{path}: ours {len(ours)} items, Kaitai {theirs!r:.200}")
+            return
+        for k, (mine, kaitai) in enumerate(zip(ours, theirs, strict=True)):
+            walk(mine, kaitai, f"{path}[{k}]", out, depth)
+        return
+    mine = int(ours) if isinstance(ours, enum.IntEnum) else ours
+    kaitai = theirs.value if isinstance(theirs, enum.Enum) else theirs
+    if mine != kaitai:  # bool == int as in kaitai_plain
+        out.append(f"{path}: ours {mine!r:.200}, Kaitai {kaitai!r:.200}")
+
+
+@pytest.mark.parametrize("spec", sorted(MAKERS))
+def test_same_instances_as_official_compiler(spec: str, kaitai_modules: dict[str, ModuleType],
+                                             samples: dict[str, list[Sample]]) -> None:
+    ours_module = importlib.import_module(f"diskspec.formats.{spec}")
+    problems: list[str] = []
+    for sample in samples[spec]:
+        cls: Any = ours_module.TYPES["::".join(sample.type_path)]
+        ours = cls.parse(sample.data, sample.offset, **sample.params)
+        theirs = kaitai_parse(kaitai_modules[spec], spec, sample)
+        found: list[str] = []
+        walk(ours, theirs, "::".join(sample.type_path) or spec, found)
+        problems += [f"{sample.id}: {p}" for p in found[:5]]
+    assert not problems, "\n".join(problems[:40])

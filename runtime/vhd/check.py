@@ -20,6 +20,8 @@ from . import locators
 if TYPE_CHECKING:
     from .engine import VhdEngine
 
+ALIGN = 4096  # the engine aligns the data of the blocks it allocates (engine.ALIGN)
+
 SECTOR = 512
 UNALLOCATED = 0xFFFFFFFF
 
@@ -92,8 +94,10 @@ def _check_blocks(engine: VhdEngine, result: CheckResult, repair: bool) -> None:
     for (_a_start, a_end, a_name), (b_start, _b_end, b_name) in zip(used, used[1:], strict=False):
         if b_start < a_end:
             result.corruptions.append(f"{b_name} at {b_start:#x} overlaps {a_name} (ends {a_end:#x})")
-    for start, stop, _ in used:
-        if start > covered:
+    for start, stop, name in used:
+        aligned = name.startswith("block") and (start + engine.bitmap_bytes) % ALIGN == 0 and \
+            start - covered < ALIGN  # padding that puts a block's data on a 4 KiB boundary
+        if start > covered and not aligned:
             result.leaks.append(f"{start - covered} bytes at {covered:#x} are not referenced")
         covered = max(covered, stop)
     trailing = end - covered

@@ -9,8 +9,9 @@ then the BAT entry, each step made durable before the next.
 from __future__ import annotations
 
 import logging
+import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ HEADER = vhd.DynamicHeader.SIZE
 COOKIE = b"conectix"
 #: differencing bitmaps kept in memory (each is 512 bytes for 2 MiB blocks)
 BITMAP_CACHE = 4096
+#: alignment of the data of the blocks we allocate
+ALIGN = 4096
 
 
 class VhdEngine(Engine):
@@ -61,6 +64,8 @@ class VhdEngine(Engine):
         self.file_size = 0
         self._bitmaps: dict[int, bytearray] = {}
         self._zeros = b""
+        #: the descriptor for the one-block fast path (-1 for split images)
+        self._fd: int = backend.fd if isinstance(backend, FileBackend) else -1
 
     # -- open ------------------------------------------------------------------------------
 
@@ -299,7 +304,17 @@ class VhdEngine(Engine):
         if self.differencing:
             super().readinto(offset, buf)
             return
-        bs, shift, bat = self.block_size, self.block_shift, self.bat
+        shift = self.block_shift
+        block = offset >> shift
+        within = offset - (block << shift)
+        n = len(buf)
+        if self._fd >= 0 and within + n <= self.block_size:  # the common case: one block
+            entry = self.bat[block]
+            if entry != UNALLOCATED:
+                if os.preadv(self._fd, [buf], entry * SECTOR + self.bitmap_bytes + within) == n:
+                    return
+                # short read: the block points past the end of the file; say so below
+        bs, bat = self.block_size, self.bat
         done, n = 0, len(buf)
         while done < n:
             pos = offset + done
@@ -317,6 +332,65 @@ class VhdEngine(Engine):
                                        offset=self.header_table_offset + 4 * block, path="bat")
                 self.backend.readinto(at, part)
             done += take
+
+    def fast_reader(self, general: Callable[[int, memoryview], None]
+                    ) -> Callable[[int, memoryview], None]:
+        """A reader bound to this image's layout: closure variables instead of attribute
+        lookups, one preadv for a read inside the disk and inside one allocated block (random
+        4 KiB reads); anything else goes to `general`."""
+        fd = self._fd
+        if fd < 0 or self.differencing:
+            return general
+        preadv, size = os.preadv, self.virtual_size
+        if self.disk_type == vhd.DiskType.FIXED:
+            def read_fixed(offset: int, buf: memoryview) -> None:
+                n = len(buf)
+                if offset + n > size or preadv(fd, [buf], offset) != n:
+                    general(offset, buf)  # past the end, or a located error
+
+            return read_fixed
+        bat, shift, block_size, skip = self.bat, self.block_shift, self.block_size, self.bitmap_bytes
+
+        def read(offset: int, buf: memoryview) -> None:
+            n = len(buf)
+            block = offset >> shift
+            within = offset - (block << shift)
+            if within + n <= block_size and offset + n <= size:
+                entry = bat[block]
+                if entry != UNALLOCATED and preadv(fd, [buf], entry * SECTOR + skip + within) == n:
+                    return
+            general(offset, buf)
+
+        return read
+
+    def fast_pread(self, general: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
+        fd = self._fd
+        if fd < 0 or self.differencing:
+            return general
+        pread, size = os.pread, self.virtual_size
+        if self.disk_type == vhd.DiskType.FIXED:
+            def pread_fixed(offset: int, length: int) -> bytes:
+                if offset + length <= size:
+                    data = pread(fd, length, offset)
+                    if len(data) == length:
+                        return data
+                return general(offset, length)
+
+            return pread_fixed
+        bat, shift, block_size, skip = self.bat, self.block_shift, self.block_size, self.bitmap_bytes
+
+        def pread_dynamic(offset: int, length: int) -> bytes:
+            block = offset >> shift
+            within = offset - (block << shift)
+            if within + length <= block_size and offset + length <= size:
+                entry = bat[block]
+                if entry != UNALLOCATED:
+                    data = pread(fd, length, entry * SECTOR + skip + within)
+                    if len(data) == length:
+                        return data
+            return general(offset, length)
+
+        return pread_dynamic
 
     @property
     def header_table_offset(self) -> int:
@@ -395,9 +469,11 @@ class VhdEngine(Engine):
 
     def _allocate(self, pending: list[tuple[int, int, memoryview]]) -> None:
         """New blocks where the footer is, in the crash-safe order of vhd.md 9.3."""
-        span = self.bitmap_bytes + self.block_size
-        start = self.data_end
-        new_end = start + span * len(pending)
+        # Each block's data starts on a 4 KiB boundary of the file (its bitmap just before):
+        # page-aligned reads are markedly faster; the padding is < 4 KiB per block.
+        span = round_up(self.bitmap_bytes + self.block_size, ALIGN)
+        start = round_up(self.data_end + self.bitmap_bytes, ALIGN) - self.bitmap_bytes
+        new_end = start + span * (len(pending) - 1) + self.bitmap_bytes + self.block_size
         if new_end // SECTOR > UNALLOCATED:
             raise UnsupportedFeatureError("a VHD file cannot grow past 2 TiB (32-bit sector numbers)")
         # 1. the footer at the new end: the file is valid (with a leaked area) from here on
