@@ -752,7 +752,7 @@ class Renderer:
             assigns.append(f"self.{g.id} = {val}")
             names.append(g.id)
             if g.valid is not None:
-                checks += self.valid_checks(tdef, g, f"self.{g.id}", f"pos + {size}", path)
+                checks += self.valid_checks(tdef, g, f"_t[{k}]", f"pos + {size}", path)
             size += n
         prefix = f"_S_{plan.class_name.upper()}_"
         sname = prefix + str(sum(k.startswith(prefix) for k in self.structs))

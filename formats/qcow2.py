@@ -361,20 +361,20 @@ class Header:
         self.snapshots_offset = _t[12]
         if _t[0] != b'QFI\xfb':
             raise _codec.ValidationError("expected b'QFI\\xfb', got " + repr(_t[0]), offset=pos + 0, path='header.magic')
-        if self.version not in (2, 3,):
-            raise _codec.invalid('header.version', pos + 4, self.version, 'any-of 2, 3')
-        if self.backing_file_size > 1023:
-            raise _codec.invalid('header.backing_file_size', pos + 16, self.backing_file_size, '<= 1023')
-        if self.cluster_bits < 9:
-            raise _codec.invalid('header.cluster_bits', pos + 20, self.cluster_bits, '>= 9')
-        if self.cluster_bits > 63:
-            raise _codec.invalid('header.cluster_bits', pos + 20, self.cluster_bits, '<= 63')
-        if not ((self.l1_table_offset % (1 << self.cluster_bits)) == 0):
-            raise _codec.invalid('header.l1_table_offset', pos + 40, self.l1_table_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
-        if not ((self.refcount_table_offset % (1 << self.cluster_bits)) == 0):
-            raise _codec.invalid('header.refcount_table_offset', pos + 48, self.refcount_table_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
-        if not ((self.snapshots_offset % (1 << self.cluster_bits)) == 0):
-            raise _codec.invalid('header.snapshots_offset', pos + 64, self.snapshots_offset, 'expr ((_ % (1 << cluster_bits)) == 0)')
+        if _t[1] not in (2, 3,):
+            raise _codec.invalid('header.version', pos + 4, _t[1], 'any-of 2, 3')
+        if _t[3] > 1023:
+            raise _codec.invalid('header.backing_file_size', pos + 16, _t[3], '<= 1023')
+        if _t[4] < 9:
+            raise _codec.invalid('header.cluster_bits', pos + 20, _t[4], '>= 9')
+        if _t[4] > 63:
+            raise _codec.invalid('header.cluster_bits', pos + 20, _t[4], '<= 63')
+        if not ((_t[8] % (1 << self.cluster_bits)) == 0):
+            raise _codec.invalid('header.l1_table_offset', pos + 40, _t[8], 'expr ((_ % (1 << cluster_bits)) == 0)')
+        if not ((_t[9] % (1 << self.cluster_bits)) == 0):
+            raise _codec.invalid('header.refcount_table_offset', pos + 48, _t[9], 'expr ((_ % (1 << cluster_bits)) == 0)')
+        if not ((_t[12] % (1 << self.cluster_bits)) == 0):
+            raise _codec.invalid('header.snapshots_offset', pos + 64, _t[12], 'expr ((_ % (1 << cluster_bits)) == 0)')
         pos += 72
         if (self.version >= 3):
             if io_end - pos < 8:
@@ -392,12 +392,12 @@ class Header:
             self.autoclear_features = _t[1]
             self.refcount_order = _t[2]
             self.header_length = _t[3]
-            if self.refcount_order > 6:
-                raise _codec.invalid('header.refcount_order', pos + 16, self.refcount_order, '<= 6')
-            if self.header_length < 104:
-                raise _codec.invalid('header.header_length', pos + 20, self.header_length, '>= 104')
-            if self.header_length > (1 << self.cluster_bits):
-                raise _codec.invalid('header.header_length', pos + 20, self.header_length, '<= (1 << cluster_bits)')
+            if _t[2] > 6:
+                raise _codec.invalid('header.refcount_order', pos + 16, _t[2], '<= 6')
+            if _t[3] < 104:
+                raise _codec.invalid('header.header_length', pos + 20, _t[3], '>= 104')
+            if _t[3] > (1 << self.cluster_bits):
+                raise _codec.invalid('header.header_length', pos + 20, _t[3], '<= (1 << cluster_bits)')
             pos += 24
         else:
             self.compatible_features = None
@@ -409,8 +409,8 @@ class Header:
                 _codec.need_until(io_end, pos, 1, 'header.compression_type')
             _t = _S_HEADER_3.unpack_from(buf, pos)
             self.compression_type = _codec.enum_or_int(_COMPRESSIONTYPE_BY_VALUE, _t[0])
-            if not ((self.compression_type != CompressionType.DEFLATE) == ((_codec.present(self.incompatible_features, 'header.incompatible_features') & 8) != 0)):
-                raise _codec.invalid('header.compression_type', pos + 0, self.compression_type, 'expr ((_ != compression_type.DEFLATE) == ((incompatible_features & 8) != 0))')
+            if not ((_t[0] != CompressionType.DEFLATE) == ((_codec.present(self.incompatible_features, 'header.incompatible_features') & 8) != 0)):
+                raise _codec.invalid('header.compression_type', pos + 0, _t[0], 'expr ((_ != compression_type.DEFLATE) == ((incompatible_features & 8) != 0))')
             pos += 1
         else:
             self.compression_type = None
@@ -788,8 +788,8 @@ class FeatureNameEntry:
         _t = _S_FEATURENAMEENTRY_0.unpack_from(buf, pos)
         self.feature_type = _codec.enum_or_int(_FEATURETYPE_BY_VALUE, _t[0])
         self.bit_number = _t[1]
-        if self.bit_number > 63:
-            raise _codec.invalid('feature_name_entry.bit_number', pos + 1, self.bit_number, '<= 63')
+        if _t[1] > 63:
+            raise _codec.invalid('feature_name_entry.bit_number', pos + 1, _t[1], '<= 63')
         pos += 2
         _sz = 46
         if _sz < 0 or io_end - pos < _sz:
@@ -1980,10 +1980,10 @@ class BitmapDirectoryEntry:
         self.granularity_bits = _t[4]
         self.name_size = _t[5]
         self.extra_data_size = _t[6]
-        if self.granularity_bits > 63:
-            raise _codec.invalid('bitmap_directory_entry.granularity_bits', pos + 17, self.granularity_bits, '<= 63')
-        if self.name_size < 1:
-            raise _codec.invalid('bitmap_directory_entry.name_size', pos + 18, self.name_size, '>= 1')
+        if _t[4] > 63:
+            raise _codec.invalid('bitmap_directory_entry.granularity_bits', pos + 17, _t[4], '<= 63')
+        if _t[5] < 1:
+            raise _codec.invalid('bitmap_directory_entry.name_size', pos + 18, _t[5], '>= 1')
         pos += 24
         _sz = self.extra_data_size
         if _sz < 0 or io_end - pos < _sz:

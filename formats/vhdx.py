@@ -500,8 +500,8 @@ class RegionTable:
         self.reserved = _t[3]
         if _t[0] != b'regi':
             raise _codec.ValidationError("expected b'regi', got " + repr(_t[0]), offset=pos + 0, path='region_table.signature')
-        if self.entry_count > 2047:
-            raise _codec.invalid('region_table.entry_count', pos + 8, self.entry_count, '<= 2047')
+        if _t[2] > 2047:
+            raise _codec.invalid('region_table.entry_count', pos + 8, _t[2], '<= 2047')
         pos += 16
         _items: list[RegionTableEntry] = []
         _count = self.entry_count
@@ -1489,14 +1489,14 @@ class ParentLocatorEntry:
         self.value_offset = _t[1]
         self.key_length = _t[2]
         self.value_length = _t[3]
-        if self.key_offset < 1:
-            raise _codec.invalid('parent_locator_entry.key_offset', pos + 0, self.key_offset, '>= 1')
-        if self.value_offset < 1:
-            raise _codec.invalid('parent_locator_entry.value_offset', pos + 4, self.value_offset, '>= 1')
-        if self.key_length < 1:
-            raise _codec.invalid('parent_locator_entry.key_length', pos + 8, self.key_length, '>= 1')
-        if self.value_length < 1:
-            raise _codec.invalid('parent_locator_entry.value_length', pos + 10, self.value_length, '>= 1')
+        if _t[0] < 1:
+            raise _codec.invalid('parent_locator_entry.key_offset', pos + 0, _t[0], '>= 1')
+        if _t[1] < 1:
+            raise _codec.invalid('parent_locator_entry.value_offset', pos + 4, _t[1], '>= 1')
+        if _t[2] < 1:
+            raise _codec.invalid('parent_locator_entry.key_length', pos + 8, _t[2], '>= 1')
+        if _t[3] < 1:
+            raise _codec.invalid('parent_locator_entry.value_length', pos + 10, _t[3], '>= 1')
         pos += 12
         return self, pos
 
