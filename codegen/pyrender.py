@@ -25,6 +25,21 @@ _INT_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q"
 _FLOAT_CODES = {4: "f", 8: "d"}
 
 
+def _parenthesized(src: str) -> str:
+    """`src` wrapped in parentheses unless it already is (as a whole) or is a plain name."""
+    if re.fullmatch(r"[\w.]+", src):
+        return src
+    if src.startswith("(") and src.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(src):
+            depth += (ch == "(") - (ch == ")")
+            if depth == 0 and i < len(src) - 1:
+                break
+        else:
+            return src
+    return f"({src})"
+
+
 def ceil_bytes(bits: int) -> int:
     return (bits + 7) // 8
 
@@ -142,7 +157,7 @@ class Renderer:
             if not prop and n.name in values and depth < 16:
                 inner = values[n.name]
                 assert inner is not None
-                return f"({self.py(inner, tdef, underscore, prop, depth + 1)})"
+                return _parenthesized(self.py(inner, tdef, underscore, prop, depth + 1))
             if n.name.startswith("_io."):
                 raise self.err(tdef, f"_io.{n.name[4:]} is not supported")
             if n.name == "_io":

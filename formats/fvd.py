@@ -523,7 +523,7 @@ class Header:
         pos = io_base + self.table_offset
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='header.table')
-        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, ((0 if (self.chunk_size == 0) else (((self.virtual_disk_size + self.chunk_size) - 1) // self.chunk_size))))
+        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, (0 if (self.chunk_size == 0) else (((self.virtual_disk_size + self.chunk_size) - 1) // self.chunk_size)))
         _result = _f_table
         return _result
 
@@ -881,7 +881,7 @@ class IbmHeader:
         pos = io_base + self.table_offset
         if pos < io_base or pos > io_end:
             raise _codec.TruncatedError('position out of the stream', offset=pos, path='ibm_header.table')
-        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, ((0 if (self.chunk_size == 0) else (((self.virtual_disk_size + self.chunk_size) - 1) // self.chunk_size))))
+        _f_table, pos = Table._parse(buf, pos, io_base, io_end, self, self, (0 if (self.chunk_size == 0) else (((self.virtual_disk_size + self.chunk_size) - 1) // self.chunk_size)))
         _result = _f_table
         return _result
 

@@ -310,10 +310,10 @@ class VhdEngine(Engine):
         n = len(buf)
         if self._fd >= 0 and within + n <= self.block_size:  # the common case: one block
             entry = self.bat[block]
-            if entry != UNALLOCATED:
-                if os.preadv(self._fd, [buf], entry * SECTOR + self.bitmap_bytes + within) == n:
-                    return
-                # short read: the block points past the end of the file; say so below
+            at = entry * SECTOR + self.bitmap_bytes + within
+            if entry != UNALLOCATED and os.preadv(self._fd, [buf], at) == n:
+                return
+            # else a hole, or a short read (the block points past the end): the loop says so
         bs, bat = self.block_size, self.bat
         done, n = 0, len(buf)
         while done < n:
