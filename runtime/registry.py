@@ -15,8 +15,9 @@ PROBE_BYTES = 64 * 1024
 def engines() -> dict[str, type[Engine]]:
     """Format name (qemu-img's where it has one) -> engine class."""
     from .vhd.engine import VhdEngine
+    from .vhdx.engine import VhdxEngine
 
-    return {"raw": RawEngine, "vpc": VhdEngine}
+    return {"raw": RawEngine, "vpc": VhdEngine, "vhdx": VhdxEngine}
 
 
 ALIASES = {"vhd": "vpc"}

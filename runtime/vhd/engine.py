@@ -246,6 +246,13 @@ class VhdEngine(Engine):
         self.warnings += [f"parent {parent.path}: {p} (accepted: chosen explicitly)" for p in problems]
         if not isinstance(pe, VhdEngine):
             self.warnings.append(f"parent {parent.path} is {pe.format_name}: identity not checkable")
+        # reported, never enforced: Windows-made children often store 0 here
+        from .create import vhd_time
+
+        stamp = vhd_time(parent.path.stat().st_mtime)
+        if self.header.parent_timestamp != stamp:
+            self.warnings.append(f"parent time stamp {self.header.parent_timestamp} differs from the "
+                                 f"parent's modification time ({stamp}); not enforced")
 
     # -- mapping ---------------------------------------------------------------------------
 
@@ -542,6 +549,9 @@ class VhdEngine(Engine):
                 "chs": [f.disk_geometry.cylinders, f.disk_geometry.heads,
                         f.disk_geometry.sectors_per_track],
                 "size-rule": self.size_rule,
+                # a fixed VHD has no signature at offset 0: it is recognised by its footer
+                "recognised-by": "footer at the end of the file"
+                if f.disk_type == vhd.DiskType.FIXED else "footer copy at offset 0",
                 "unique-id": f.unique_id.hex(),
             },
         }

@@ -1,0 +1,1 @@
+"""The VHDX engine: headers, regions, metadata, BAT, sector bitmaps, the log."""
