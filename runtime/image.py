@@ -242,5 +242,6 @@ def create(path: str | os.PathLike[str], format: str, size: int | None, **option
             engine.backing = _open_parent(image, None, {}, [target.resolve()])
         except BaseException:
             image.close()
+            target.unlink(missing_ok=True)  # never leave a half-made image behind
             raise
     return image

@@ -66,7 +66,10 @@ def create(path: Path, size: int | None, subformat: str = "dynamic",
     if size is None:
         if parent_info is None:
             raise DiskspecError("a size is needed")
-        size = parent_info.size
+        size = round_up(parent_info.size, SECTOR)
+    elif parent_info is not None and size != round_up(parent_info.size, SECTOR):
+        raise DiskspecError(f"a differencing VHD has its parent's size ({parent_info.size} bytes), "
+                            f"not {size}")
     if size <= 0:
         raise DiskspecError(f"size must be positive, not {size}")
     if parent_info is not None:

@@ -42,6 +42,8 @@ HEADER = vhd.DynamicHeader.SIZE
 COOKIE = b"conectix"
 #: differencing bitmaps kept in memory (each is 512 bytes for 2 MiB blocks)
 BITMAP_CACHE = 4096
+#: the largest BAT we read (256 MiB; 2 TiB in 2 MiB blocks needs 1 Mi entries)
+MAX_BAT_ENTRIES = 1 << 26
 #: alignment of the data of the blocks we allocate
 ALIGN = 4096
 
@@ -177,11 +179,19 @@ class VhdEngine(Engine):
         if n < needed:
             raise CorruptError(f"BAT has {n} entries but the disk needs {needed}",
                                offset=off + 28, path="dynamic_header.max_table_entries")
-        self.bat = vhd.Bat.parse(self.backend.pread(table, 4 * n), 0, num_entries=n).entries
+        if needed > MAX_BAT_ENTRIES:
+            raise UnsupportedFeatureError(f"a VHD of {needed} blocks (the limit is {MAX_BAT_ENTRIES}; "
+                                          "use a larger block size)")
+        # entries past the disk are ignored (vhd.md 6): read only what the disk uses, so a
+        # claim of a billion entries in a large sparse file costs nothing
+        self.bat = vhd.Bat.parse(self.backend.pread(table, 4 * needed), 0, num_entries=needed).entries
         self._zeros = bytes(min(bs, 4 << 20))
         self.data_end = footer_at
-        if footer_at >= size:  # footer came from the copy at 0: append after every structure
-            self.data_end = round_up(max(size, self.structures_end()), SECTOR)
+        if footer_at >= size:  # footer came from the copy at 0
+            if self.backend.pread(size - FOOTER, 8) == COOKIE:  # a damaged footer: replace it there
+                self.data_end = size - FOOTER
+            else:  # no footer at the end: append after every structure
+                self.data_end = round_up(max(size, self.structures_end()), SECTOR)
 
     def structures_end(self) -> int:
         """End of the BAT, the locator areas and every allocated block."""
@@ -239,7 +249,7 @@ class VhdEngine(Engine):
         if isinstance(pe, VhdEngine) and pe.footer.unique_id != self.header.parent_unique_id:
             problems.append(f"unique id {pe.footer.unique_id.hex()} is not the expected "
                             f"{self.header.parent_unique_id.hex()}")
-        if parent.size != self.virtual_size:
+        if round_up(parent.size, SECTOR) != self.virtual_size:
             problems.append(f"size {parent.size} differs from the child's {self.virtual_size}")
         if problems and not explicit:
             raise ParentMissingError(f"{parent.path}: " + "; ".join(problems))

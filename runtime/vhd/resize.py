@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from diskspec.formats import vhd
 
-from ..errors import DiskspecError
+from ..errors import DiskspecError, UnsupportedFeatureError
 from ..util import ceil_div, round_up
-from . import geometry
+from . import geometry, locators
 
 if TYPE_CHECKING:
     from .engine import VhdEngine
@@ -27,6 +27,8 @@ CHUNK = 4 << 20
 
 def resize(engine: VhdEngine, new_size: int) -> None:
     engine.require_writable()
+    if engine.differencing:
+        raise UnsupportedFeatureError("resizing a differencing VHD (it must keep its parent's size)")
     footer = engine.footer
     force = footer.creator_application not in geometry.CHS_CREATORS or \
         geometry.virtual_size(footer, "chs") == footer.current_size
@@ -80,12 +82,10 @@ def _resize_dynamic(engine: VhdEngine, size: int) -> None:
     bs = engine.block_size
     old_entries = len(engine.bat)
     entries = ceil_div(size, bs)
-    if size < engine.virtual_size:
-        last = entries - 1
-        beyond = [b for b in range(entries, old_entries) if engine.bat[b] != UNALLOCATED]
-        if beyond or (engine.bat[last] != UNALLOCATED and
-                      not _is_zero(engine, size, min(engine.virtual_size, (last + 1) * bs) - size)):
-            raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
+    # blocks wholly past a smaller end may hold only zeros: they drop out of the BAT (their
+    # space is a leak that `check -r` trims when it is at the end of the file)
+    if size < engine.virtual_size and not _is_zero(engine, size, engine.virtual_size - size):
+        raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
     if entries > old_entries:
         _make_room(engine, header.table_offset + round_up(4 * entries, SECTOR))
         grow = vhd.Bat(num_entries=entries - old_entries,
@@ -117,7 +117,7 @@ def _make_room(engine: VhdEngine, bat_end: int) -> None:
     for loc in header.parent_locators:
         at = loc.platform_data_offset
         if loc.platform_code != vhd.PlatformCode.NONE and table < at + SECTOR and at < bat_end:
-            space = max(round_up(loc.platform_data_length, SECTOR), SECTOR)
+            space = locators.reserved_bytes(loc) or round_up(loc.platform_data_length, SECTOR)
             loc.platform_data_offset = _move(engine, at, space)
             moved = True
     if moved:

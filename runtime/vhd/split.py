@@ -21,7 +21,7 @@ def split_parts(path: Path) -> list[Path]:
         if found is None:
             later = [path.with_suffix(f".v{j:02d}") for j in range(k + 1, MAX_PIECES + 1)]
             gap = next((p for p in later if p.is_file()), None)
-            if gap is not None and k > 1:
+            if gap is not None:
                 raise CorruptError(f"split VHD {path}: piece {k:02d} is missing but {gap.name} exists")
             break
         parts.append(found)
