@@ -600,6 +600,11 @@ class VhdxEngine(Engine):
 
         return check(self, repair)
 
+    def resize(self, new_size: int) -> None:
+        from .resize import resize
+
+        resize(self, new_size)
+
     @classmethod
     def create(cls, path: Path, size: int | None, **options: Any) -> VhdxEngine:
         from .create import create
