@@ -127,6 +127,19 @@ class Engine(ABC):
         """Like fast_reader, for reads that return bytes."""
         return general
 
+    def range_is_zero(self, offset: int, length: int) -> bool:
+        """True when the guest bytes [offset, offset+length) all read as zero."""
+        buf = bytearray(min(4 << 20, length))
+        view = memoryview(buf)
+        pos = offset
+        while pos < offset + length:
+            n = min(len(buf), offset + length - pos)
+            self.readinto(pos, view[:n])
+            if any(view[:n]):
+                return False
+            pos += n
+        return True
+
     def write(self, offset: int, data: memoryview) -> None:
         raise UnsupportedFeatureError(f"writing {self.format_name} images")
 

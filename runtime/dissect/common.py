@@ -140,22 +140,25 @@ def _lenient_class(cls: type[Any]) -> type[Any]:
 _LENIENT: dict[type[Any], type[Any]] = {}
 
 
-def decode(cls: type[Any], buf: bytes, offset: int = 0, **params: Any
-           ) -> tuple[Any | None, list[str]]:
+def decode(cls: type[Any], buf: bytes, offset: int = 0, *, byteorder: str = "little",
+           **params: Any) -> tuple[Any | None, list[str]]:
     """Decode one structure; on a broken magic or rule decode it again leniently.
 
     Returns (record or None, problems). `contents` fields keep the bytes that are really
-    there; rule violations are reported, not hidden.
+    there (their verdict is the node's "signature"); a field whose rule stops a variable
+    type's decoder is decoded as zero and then given its real value (`byteorder` is the
+    spec's endianness), so a hostile count cannot make the decoder loop.
     """
     try:
         return cls.parse(buf, offset, **params), []
     except TruncatedError as exc:
         return None, [f"truncated: {exc.reason}"]
     except ValidationError as exc:
-        first = exc
+        failure: CorruptError = exc
     except CorruptError as exc:
-        return None, [exc.reason]
-    problems = [_problem(first)]
+        return None, [_problem(exc)]
+    rows = {r.name: r for r in cls.FIELDS}
+    problems = [] if _is_magic(failure, rows) else [_problem(failure)]
     patched = bytearray(buf)
     for row in cls.FIELDS:
         if row.contents is not None and row.offset is not None:
@@ -163,16 +166,34 @@ def decode(cls: type[Any], buf: bytes, offset: int = 0, **params: Any
             if at + len(row.contents) <= len(patched):
                 patched[at : at + len(row.contents)] = row.contents
     target = _lenient_class(cls) if hasattr(cls, "_check") else cls
-    try:
-        record = target.parse(bytes(patched), offset, **params)
-    except CorruptError as exc:
-        if _problem(exc) not in problems:
+    zeroed: list[Any] = []
+    record = None
+    for _attempt in range(8):
+        try:
+            record = target.parse(bytes(patched), offset, **params)
+            break
+        except ValidationError as exc:
+            row = _row_at(cls, exc, offset)
+            if row is None or row in zeroed:
+                problems.append(_problem(exc))
+                return None, problems
+            if not _is_magic(exc, rows) and _problem(exc) not in problems:
+                problems.append(_problem(exc))
+            at = offset + row.offset
+            patched[at : at + row.size] = bytes(row.size)
+            zeroed.append(row)
+        except CorruptError as exc:
             problems.append(_problem(exc))
+            return None, problems
+    if record is None:
         return None, problems
     for row in cls.FIELDS:  # put the real magics back
         if row.contents is not None and row.offset is not None:
             at = offset + row.offset
             setattr(record, row.name, bytes(buf[at : at + len(row.contents)]))
+    for row in zeroed:
+        at = offset + row.offset
+        setattr(record, row.name, int.from_bytes(buf[at : at + row.size], byteorder))  # type: ignore[arg-type]
     if hasattr(cls, "_check"):  # the rule that stopped the strict decode, if it was a rule
         try:
             cls._check(record, offset)
@@ -180,6 +201,25 @@ def decode(cls: type[Any], buf: bytes, offset: int = 0, **params: Any
             if _problem(exc) not in problems:
                 problems.append(_problem(exc))
     return record, problems
+
+
+def _is_magic(exc: CorruptError, rows: dict[str, _codec.FieldInfo]) -> bool:
+    name = (exc.path or "").rsplit(".", 1)[-1]
+    row = rows.get(name)
+    return row is not None and row.contents is not None
+
+
+def _row_at(cls: type[Any], exc: CorruptError, offset: int) -> _codec.FieldInfo | None:
+    """The plain integer field (fixed offset, no bits) a rule error points at."""
+    if exc.offset is None:
+        return None
+    rel = exc.offset - offset
+    name = (exc.path or "").rsplit(".", 1)[-1]
+    for row in cls.FIELDS:
+        if row.name == name and row.offset == rel and row.size and row.bits is None \
+                and row.contents is None:
+            return row
+    return None
 
 
 def _problem(exc: CorruptError) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from diskspec.formats import vhd
 
+from .. import bitmap as bitmaps
 from ..backend import Backend, FileBackend, SplitBackend
 from ..engine import CheckResult, Engine
 from ..errors import (
@@ -29,7 +30,7 @@ from ..errors import (
     UnsupportedFeatureError,
 )
 from ..extent import Extent, State
-from ..util import ceil_div, round_up
+from ..util import ceil_div, fill_zero, round_up
 from . import geometry, locators
 from .split import split_parts
 
@@ -42,6 +43,7 @@ HEADER = vhd.DynamicHeader.SIZE
 COOKIE = b"conectix"
 #: differencing bitmaps kept in memory (each is 512 bytes for 2 MiB blocks)
 BITMAP_CACHE = 4096
+MSB_FIRST = True  # VHD sector bitmaps: sector 0 is the most significant bit of byte 0
 #: the largest BAT we read (256 MiB; 2 TiB in 2 MiB blocks needs 1 Mi entries)
 MAX_BAT_ENTRIES = 1 << 26
 #: alignment of the data of the blocks we allocate
@@ -65,7 +67,6 @@ class VhdEngine(Engine):
         self.data_end = 0  # where the next block goes (the footer's current offset)
         self.file_size = 0
         self._bitmaps: dict[int, bytearray] = {}
-        self._zeros = b""
         #: the descriptor for the one-block fast path (-1 for split images)
         self._fd: int = backend.fd if isinstance(backend, FileBackend) else -1
 
@@ -185,7 +186,6 @@ class VhdEngine(Engine):
         # entries past the disk are ignored (vhd.md 6): read only what the disk uses, so a
         # claim of a billion entries in a large sparse file costs nothing
         self.bat = vhd.Bat.parse(self.backend.pread(table, 4 * needed), 0, num_entries=needed).entries
-        self._zeros = bytes(min(bs, 4 << 20))
         self.data_end = footer_at
         if footer_at >= size:  # footer came from the copy at 0
             if self.backend.pread(size - FOOTER, 8) == COOKIE:  # a damaged footer: replace it there
@@ -295,8 +295,8 @@ class VhdEngine(Engine):
         first = block * self.block_size
         sector = (pos - first) // SECTOR
         while pos < stop:
-            bit = bitmap[sector >> 3] >> (7 - (sector & 7)) & 1
-            run_end = _run_end(bitmap, sector, bit, ceil_div(stop - first, SECTOR))
+            bit = bitmaps.bit(bitmap, sector, MSB_FIRST)
+            run_end = bitmaps.run_end(bitmap, sector, bit, ceil_div(stop - first, SECTOR), MSB_FIRST)
             nxt = min(stop, first + run_end * SECTOR)
             yield Extent(pos, nxt - pos, State.DATA, base + pos) if bit else \
                 Extent(pos, nxt - pos, State.BACKING)
@@ -341,7 +341,7 @@ class VhdEngine(Engine):
             entry = bat[block]
             part = buf[done : done + take]
             if entry == UNALLOCATED:
-                self._fill_zero(part)
+                fill_zero(part)
             else:
                 at = entry * SECTOR + self.bitmap_bytes + within
                 if at + take > self.file_size:
@@ -413,13 +413,6 @@ class VhdEngine(Engine):
     def header_table_offset(self) -> int:
         return self.header.table_offset if self.header is not None else 0
 
-    def _fill_zero(self, part: memoryview) -> None:
-        zeros = self._zeros
-        step = len(zeros)
-        for i in range(0, len(part), step):
-            chunk = part[i : i + step]
-            chunk[:] = zeros[: len(chunk)]
-
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, offset: int, data: memoryview) -> None:
@@ -481,7 +474,7 @@ class VhdEngine(Engine):
         self.backend.pwrite(base + self.bitmap_bytes + within, piece)
         # data first, then the bits: a crash in between leaves the old content visible
         bitmap = self._bitmap(block)
-        if _set_bits(bitmap, within // SECTOR, ceil_div(within + len(piece), SECTOR)):
+        if bitmaps.set_range(bitmap, within // SECTOR, ceil_div(within + len(piece), SECTOR), MSB_FIRST):
             self.backend.pwrite(base, bitmap)
 
     def _allocate(self, pending: list[tuple[int, int, memoryview]]) -> None:
@@ -502,7 +495,8 @@ class VhdEngine(Engine):
             at = start + i * span
             if self.differencing:
                 bitmap = bytearray(self.bitmap_bytes)
-                _set_bits(bitmap, within // SECTOR, ceil_div(within + len(piece), SECTOR))
+                bitmaps.set_range(bitmap, within // SECTOR, ceil_div(within + len(piece), SECTOR),
+                                  MSB_FIRST)
             else:  # dynamic: never-written sectors read as zero, so every bit may be set
                 used = ceil_div(spb, 8)
                 bitmap = bytearray(b"\xff" * used + bytes(self.bitmap_bytes - used))
@@ -588,32 +582,3 @@ class VhdEngine(Engine):
         from .create import create
 
         return create(path, size, **options)
-
-
-def _run_end(bitmap: bytearray, sector: int, bit: int, limit: int) -> int:
-    """First sector at or after `sector` (below `limit`) whose bit differs from `bit`."""
-    full = 0xFF if bit else 0x00
-    s = sector
-    while s < limit:
-        if s & 7 == 0 and s + 8 <= limit and bitmap[s >> 3] == full:
-            s += 8
-            continue
-        if (bitmap[s >> 3] >> (7 - (s & 7)) & 1) != bit:
-            return s
-        s += 1
-    return limit
-
-
-def _set_bits(bitmap: bytearray, first: int, stop: int) -> bool:
-    """Set sector bits [first, stop) (MSB first); True when anything changed."""
-    before = bytes(bitmap[first >> 3 : ceil_div(stop, 8)])
-    s = first
-    while s < stop:
-        if s & 7 == 0 and s + 8 <= stop:
-            whole = (stop - s) // 8
-            bitmap[s >> 3 : (s >> 3) + whole] = b"\xff" * whole
-            s += whole * 8
-            continue
-        bitmap[s >> 3] |= 0x80 >> (s & 7)
-        s += 1
-    return bytes(bitmap[first >> 3 : ceil_div(stop, 8)]) != before

@@ -46,23 +46,10 @@ def resize(engine: VhdEngine, new_size: int) -> None:
     engine.virtual_size = geometry.virtual_size(footer, engine.size_rule)
 
 
-def _is_zero(engine: VhdEngine, offset: int, length: int) -> bool:
-    buf = bytearray(min(CHUNK, length))
-    view = memoryview(buf)
-    pos = offset
-    while pos < offset + length:
-        n = min(len(buf), offset + length - pos)
-        engine.readinto(pos, view[:n])
-        if any(view[:n]):
-            return False
-        pos += n
-    return True
-
-
 def _resize_fixed(engine: VhdEngine, size: int) -> None:
     old = engine.virtual_size
     if size < old:
-        if not _is_zero(engine, size, old - size):
+        if not engine.range_is_zero(size, old - size):
             raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
         engine.data_end = size
         engine.write_footer()
@@ -84,7 +71,7 @@ def _resize_dynamic(engine: VhdEngine, size: int) -> None:
     entries = ceil_div(size, bs)
     # blocks wholly past a smaller end may hold only zeros: they drop out of the BAT (their
     # space is a leak that `check -r` trims when it is at the end of the file)
-    if size < engine.virtual_size and not _is_zero(engine, size, engine.virtual_size - size):
+    if size < engine.virtual_size and not engine.range_is_zero(size, engine.virtual_size - size):
         raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
     if entries > old_entries:
         _make_room(engine, header.table_offset + round_up(4 * entries, SECTOR))

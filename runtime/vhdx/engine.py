@@ -17,6 +17,7 @@ from typing import Any
 
 from diskspec.formats import vhdx
 
+from .. import bitmap as bitmaps
 from ..backend import Backend, FileBackend
 from ..engine import CheckResult, Engine
 from ..errors import (
@@ -28,7 +29,7 @@ from ..errors import (
 )
 from ..extent import Extent, State
 from ..overlay import OverlayBackend
-from ..util import ceil_div, round_up
+from ..util import ceil_div, fill_zero, round_up
 from . import guids, log
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ PBS = vhdx.PayloadBlockState
 SBS = vhdx.SectorBitmapBlockState
 OFFSET_MASK = ~(MIB - 1) & 0xFFFFFFFFFFFFFFFF
 ZERO_STATES = {PBS.UNDEFINED, PBS.ZERO, PBS.UNMAPPED, PBS.UNMAPPED_V095}
+MSB_FIRST = False  # VHDX sector bitmaps: sector 0 is the least significant bit of byte 0
 #: sector bitmap blocks kept in memory (each 1 MiB)
 BITMAP_CACHE = 8
 
@@ -74,7 +76,6 @@ class VhdxEngine(Engine):
         self.session_started = False
         self._bitmaps: dict[int, bytearray] = {}
         self._fd = backend.fd if isinstance(backend, FileBackend) else -1
-        self._zeros = bytes(MIB)
 
     # -- open ------------------------------------------------------------------------------
 
@@ -328,8 +329,8 @@ class VhdxEngine(Engine):
         sector = (pos - chunk_first) // lss
         limit = ceil_div(stop - chunk_first, lss)
         while pos < stop:
-            bit = bitmap[sector >> 3] >> (sector & 7) & 1
-            run_end = _run_end(bitmap, sector, bit, limit)
+            bit = bitmaps.bit(bitmap, sector, MSB_FIRST)
+            run_end = bitmaps.run_end(bitmap, sector, bit, limit, MSB_FIRST)
             nxt = min(stop, chunk_first + run_end * lss)
             yield Extent(pos, nxt - pos, State.DATA, base + pos) if bit else \
                 Extent(pos, nxt - pos, State.BACKING)
@@ -370,7 +371,7 @@ class VhdxEngine(Engine):
             if state == PBS.FULLY_PRESENT:
                 self.backend.readinto((entry & OFFSET_MASK) + within, part)
             elif state == PBS.NOT_PRESENT or state in ZERO_STATES:
-                _fill_zero(part, self._zeros)
+                fill_zero(part)
             else:
                 raise CorruptError(f"block {block} has state {state}, invalid here", path="bat")
             done += take
@@ -556,7 +557,7 @@ class VhdxEngine(Engine):
         lss = self.logical_sector
         first = (block % self.chunk_ratio) * (self.block_size // lss) + within // lss
         count = length // lss
-        changed = _set_bits_lsb(bitmap, first, first + count)
+        changed = bitmaps.set_range(bitmap, first, first + count, MSB_FIRST, granule=log.SECTOR)
         base = self.bat[sb_index] & OFFSET_MASK
         pages = [(base + p * log.SECTOR, bytes(bitmap[p * log.SECTOR : (p + 1) * log.SECTOR]))
                  for p in sorted(changed)]
@@ -636,47 +637,3 @@ def _read_locator(raw: bytes) -> dict[str, str]:
         except CorruptError as exc:
             raise CorruptError(f"parent locator entry: {exc}", path="parent_locator") from None
     return out
-
-
-def _fill_zero(part: memoryview, zeros: bytes) -> None:
-    step = len(zeros)
-    for i in range(0, len(part), step):
-        chunk = part[i : i + step]
-        chunk[:] = zeros[: len(chunk)]
-
-
-def _run_end(bitmap: bytearray, sector: int, bit: int, limit: int) -> int:
-    """First sector at or after `sector` (below `limit`) whose LSB-first bit differs."""
-    full = 0xFF if bit else 0x00
-    s = sector
-    while s < limit:
-        if s & 7 == 0 and s + 8 <= limit and bitmap[s >> 3] == full:
-            s += 8
-            continue
-        if (bitmap[s >> 3] >> (s & 7) & 1) != bit:
-            return s
-        s += 1
-    return limit
-
-
-def _set_bits_lsb(bitmap: bytearray, first: int, stop: int) -> set[int]:
-    """Set bits [first, stop) LSB-first; returns the 4 KiB pages of the bitmap that changed."""
-    changed: set[int] = set()
-    s = first
-    while s < stop:
-        if s & 7 == 0 and s + 8 <= stop:
-            whole = (stop - s) // 8
-            lo = s >> 3
-            if bitmap[lo : lo + whole] != b"\xff" * whole:
-                bitmap[lo : lo + whole] = b"\xff" * whole
-                changed.update(range(lo // log.SECTOR, (lo + whole - 1) // log.SECTOR + 1))
-            s += whole * 8
-            continue
-        mask = 1 << (s & 7)
-        if not bitmap[s >> 3] & mask:
-            bitmap[s >> 3] |= mask
-            changed.add((s >> 3) // log.SECTOR)
-        s += 1
-    return changed
-
-

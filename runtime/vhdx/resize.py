@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 MIB = 1 << 20
 PAGE = 4096
-CHUNK = 4 << 20
 
 
 def resize(engine: VhdxEngine, new_size: int) -> None:
@@ -34,7 +33,7 @@ def resize(engine: VhdxEngine, new_size: int) -> None:
     old_size = engine.virtual_size
     if new_size == old_size:
         return
-    if new_size < old_size and not _is_zero(engine, new_size, old_size - new_size):
+    if new_size < old_size and not engine.range_is_zero(new_size, old_size - new_size):
         raise DiskspecError(f"shrinking to {new_size} bytes would lose data beyond that offset")
     blocks = ceil_div(new_size, engine.block_size)
     cr = engine.chunk_ratio
@@ -78,17 +77,3 @@ def _size_page(engine: VhdxEngine, size: int) -> tuple[int, bytes]:
     page = bytearray(engine.file_backend.pread(page_at, PAGE))
     page[at - page_at : at - page_at + 8] = vhdx.VirtualDiskSize(size).build()
     return page_at, bytes(page)
-
-
-def _is_zero(engine: VhdxEngine, offset: int, length: int) -> bool:
-    buf = bytearray(min(CHUNK, length))
-    view = memoryview(buf)
-    pos = offset
-    while pos < offset + length:
-        n = min(len(buf), offset + length - pos)
-        engine.readinto(pos, view[:n])
-        if any(view[:n]):
-            return False
-        pos += n
-    return True
-
