@@ -73,8 +73,9 @@ class Image(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed image")
-        view = buffer if type(buffer) is memoryview and buffer.format == "B" else \
-            memoryview(buffer).cast("B")
+        view = memoryview(buffer)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         pos = self._pos
         n = self.engine.virtual_size - pos
         if n >= len(view):

@@ -11,11 +11,15 @@ def round_up(a: int, b: int) -> int:
     return -(-a // b) * b
 
 
-_ZEROS = bytes(1 << 20)
+ZEROS = memoryview(bytes(1 << 20))  # read-only; slices of it copy nothing
 
 
 def fill_zero(view: memoryview) -> None:
     """Zero a buffer in place, 1 MiB at a time (no allocation per call)."""
-    for i in range(0, len(view), len(_ZEROS)):
-        chunk = view[i : i + len(_ZEROS)]
-        chunk[:] = _ZEROS[: len(chunk)]
+    step = len(ZEROS)
+    if len(view) <= step:
+        view[:] = ZEROS[: len(view)]
+        return
+    for i in range(0, len(view), step):
+        chunk = view[i : i + step]
+        chunk[:] = ZEROS[: len(chunk)]

@@ -30,7 +30,7 @@ from ..errors import (
     UnsupportedFeatureError,
 )
 from ..extent import Extent, State
-from ..util import ceil_div, fill_zero, round_up
+from ..util import ZEROS, ceil_div, fill_zero, round_up
 from . import geometry, locators
 from .split import split_parts
 
@@ -367,6 +367,7 @@ class VhdEngine(Engine):
 
             return read_fixed
         bat, shift, block_size, skip = self.bat, self.block_shift, self.block_size, self.bitmap_bytes
+        zeros, zlen = ZEROS, len(ZEROS)
 
         def read(offset: int, buf: memoryview) -> None:
             n = len(buf)
@@ -374,7 +375,11 @@ class VhdEngine(Engine):
             within = offset - (block << shift)
             if within + n <= block_size and offset + n <= size:
                 entry = bat[block]
-                if entry != UNALLOCATED and preadv(fd, [buf], entry * SECTOR + skip + within) == n:
+                if entry == UNALLOCATED:
+                    if n <= zlen:
+                        buf[:] = zeros[:n]
+                        return
+                elif preadv(fd, [buf], entry * SECTOR + skip + within) == n:
                     return
             general(offset, buf)
 

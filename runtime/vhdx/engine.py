@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..extent import Extent, State
 from ..overlay import OverlayBackend
-from ..util import ceil_div, fill_zero, round_up
+from ..util import ZEROS, ceil_div, fill_zero, round_up
 from . import guids, log
 
 logger = logging.getLogger(__name__)
@@ -383,6 +383,8 @@ class VhdxEngine(Engine):
             return general
         bat, shift, bs, cr, size, preadv = (self.bat, self.block_shift, self.block_size,
                                             self.chunk_ratio, self.virtual_size, os.preadv)
+        zeros, zlen = ZEROS, len(ZEROS)
+        zero_states = frozenset(int(s) for s in ZERO_STATES | {PBS.NOT_PRESENT})
 
         def read(offset: int, buf: memoryview) -> None:
             n = len(buf)
@@ -390,7 +392,12 @@ class VhdxEngine(Engine):
             within = offset - (block << shift)
             if within + n <= bs and offset + n <= size:
                 entry = bat[block + block // cr]
-                if entry & 7 == 6 and preadv(fd, [buf], (entry & OFFSET_MASK) + within) == n:
+                state = entry & 7
+                if state == 6:
+                    if preadv(fd, [buf], (entry & OFFSET_MASK) + within) == n:
+                        return
+                elif state in zero_states and n <= zlen:  # not present, zero, unmapped...
+                    buf[:] = zeros[:n]
                     return
             general(offset, buf)
 

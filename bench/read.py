@@ -1,0 +1,633 @@
+"""Read speed and memory: diskspec against the raw file and other VHD readers, in one run.
+
+Creates in a temporary directory (with diskspec's own create/write, whole blocks at a time):
+  half   a dynamic VHD with a random half of its 2 MiB blocks allocated (random data)
+  full   a dynamic VHD with every block allocated
+and the raw equivalent of each (holes where the VHD has none), then measures, for every
+image and reader, MB/s of sequential 1 MiB reads over the whole disk and reads/s of random
+4 KiB reads (4 KiB aligned, fixed seed), the best of 3 runs each (fewer when the runs so far
+took --budget seconds: pyvhdi), readers taking turns, the page cache warmed before each
+round. Readers:
+  raw loop    os.preadv into one buffer (sequential) / os.pread (random) over the raw file:
+              the physical limit here
+  raw preadv  the same with preadv into one 4 KiB buffer for the random reads too
+  diskspec    diskspec.runtime.open(): seek + readinto into a preallocated buffer
+  ds read_at  the same image's positioned API, Image.read_at(offset, memoryview)
+  dissect     dissect.hypervisor.disk.vhd.VHD over open(path, "rb"): seek + read
+  pyvhdi      libvhdi's Python binding: read_buffer / read_buffer_at_offset
+Then: peak RSS of opening a sparse ~2 TiB dynamic VHD and reading a few MiB from it (each
+reader in its own subprocess), open times against BAT size, and `qemu-img convert` speed
+against a plain file copy.
+
+Run: bash bench/setup.sh && python bench/read.py [--size 64M] [--reads 100000]
+Goals (issue 3): sequential >= 90% of the raw loop; random 4 KiB >= 50% of raw os.pread and
+>= 2x dissect.hypervisor; peak RSS < 100 MB for a sparse 2 TiB dynamic VHD; open time in
+proportion to metadata. Nothing here asserts a time; it prints ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib
+import json
+import os
+import pstats
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskspec.runtime as ds
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+BLOCK = 2 * MiB
+SEQ = 1 * MiB
+RND = 4 * KiB
+SEED = 20240603
+#: VHD's largest size (0xFF000000 sectors, 2040 GiB): "sparse 2 TiB" below
+HUGE = 0xFF000000 * 512
+MAX_RUN = 32  # blocks per write call when creating (64 MiB)
+
+GOAL_SEQ_RAW = 0.90
+GOAL_RND_RAW = 0.50
+GOAL_RND_DISSECT = 2.0
+GOAL_RSS_MB = 100.0
+
+
+def optional(module: str) -> Any:
+    """The module, or None when the bench extras are not installed (bench/setup.sh)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+# -- images --------------------------------------------------------------------------------
+
+@dataclass
+class Pair:
+    name: str
+    vhd: Path
+    raw: Path
+    size: int
+    allocated: int  # blocks
+
+
+def runs(blocks: list[int]) -> Iterator[tuple[int, int]]:
+    """(first block, count) of each run of consecutive blocks, at most MAX_RUN long."""
+    i = 0
+    while i < len(blocks):
+        j = i + 1
+        while j < len(blocks) and blocks[j] == blocks[j - 1] + 1 and j - i < MAX_RUN:
+            j += 1
+        yield blocks[i], j - i
+        i = j
+
+
+def make_pair(tmp: Path, name: str, size: int, blocks: list[int], rng: random.Random,
+              pool: bytes) -> Pair:
+    vhd_path, raw_path = tmp / f"{name}.vhd", tmp / f"{name}.raw"
+    vhd = ds.create(vhd_path, "vpc", size, subformat="dynamic", block_size=BLOCK, force_size=True)
+    raw = ds.create(raw_path, "raw", size)
+    try:
+        assert vhd.size == size, (vhd.size, size)
+        for first, count in runs(blocks):
+            # random data: a window of the random pool at a random place, distinct per run
+            start = rng.randrange(0, len(pool) - count * BLOCK + 1, 512)
+            data = memoryview(pool)[start : start + count * BLOCK]
+            for image in (vhd, raw):
+                image.seek(first * BLOCK)
+                image.write(data)
+    finally:
+        vhd.close()
+        raw.close()
+    return Pair(name, vhd_path, raw_path, size, len(blocks))
+
+
+def make_images(tmp: Path, size: int) -> list[Pair]:
+    rng = random.Random(SEED)
+    n = size // BLOCK
+    pool = rng.randbytes(min(MAX_RUN * BLOCK, size) + 16 * MiB)
+    half = sorted(rng.sample(range(n), n // 2))
+    return [make_pair(tmp, "half", size, half, rng, pool),
+            make_pair(tmp, "full", size, list(range(n)), rng, pool)]
+
+
+def make_huge(tmp: Path) -> Path:
+    """A sparse 2040 GiB dynamic VHD (4 MiB BAT) with four blocks allocated."""
+    path = tmp / "huge.vhd"
+    with ds.create(path, "vpc", HUGE, subformat="dynamic", block_size=BLOCK, force_size=True) as img:
+        data = random.Random(SEED + 1).randbytes(BLOCK)
+        for at in huge_blocks():
+            img.seek(at)
+            img.write(data)
+    return path
+
+
+def huge_blocks() -> list[int]:
+    return [0, HUGE // 3 // BLOCK * BLOCK, HUGE // 2 // BLOCK * BLOCK, HUGE - BLOCK]
+
+
+def warm(path: Path) -> None:
+    buf = bytearray(8 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.readv(fd, [buf]):
+            pass
+    finally:
+        os.close(fd)
+
+
+# -- readers -------------------------------------------------------------------------------
+
+class Reader:
+    """One reader over one image: a sequential pass and a batch of random reads."""
+
+    name = ""
+
+    def seq(self, size: int) -> None:
+        raise NotImplementedError
+
+    def rnd(self, offsets: list[int]) -> None:
+        raise NotImplementedError
+
+    def read(self, offset: int, length: int) -> bytes:
+        """For the correctness check (not timed)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class RawLoop(Reader):
+    name = "raw loop"
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def seq(self, size: int) -> None:
+        fd, preadv, buf = self.fd, os.preadv, [bytearray(SEQ)]
+        for off in range(0, size, SEQ):
+            preadv(fd, buf, off)
+
+    def rnd(self, offsets: list[int]) -> None:
+        fd, pread = self.fd, os.pread
+        for off in offsets:
+            pread(fd, RND, off)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class RawPreadv(RawLoop):
+    """The raw loop's random reads with preadv into one buffer (as diskspec's readinto)."""
+
+    name = "raw preadv"
+
+    def rnd(self, offsets: list[int]) -> None:
+        fd, preadv, buf = self.fd, os.preadv, [bytearray(RND)]
+        for off in offsets:
+            preadv(fd, buf, off)
+
+
+class Diskspec(Reader):
+    name = "diskspec"
+
+    def __init__(self, path: Path):
+        self.img = ds.open(path)
+
+    def seq(self, size: int) -> None:
+        img = self.img
+        img.seek(0)
+        readinto, buf = img.readinto, bytearray(SEQ)
+        for _ in range(size // SEQ):
+            readinto(buf)
+
+    def rnd(self, offsets: list[int]) -> None:
+        seek, readinto, buf = self.img.seek, self.img.readinto, bytearray(RND)
+        for off in offsets:
+            seek(off)
+            readinto(buf)
+
+    def read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(length)
+        self.img.seek(offset)
+        n = self.img.readinto(buf)
+        return bytes(buf[:n])
+
+    def close(self) -> None:
+        self.img.close()
+
+
+class DiskspecAt(Diskspec):
+    """diskspec's positioned API (Image.read_at: no seek, no file position)."""
+
+    name = "ds read_at"
+
+    def seq(self, size: int) -> None:
+        read_at, view = self.img.read_at, memoryview(bytearray(SEQ))
+        for off in range(0, size, SEQ):
+            read_at(off, view)
+
+    def rnd(self, offsets: list[int]) -> None:
+        read_at, view = self.img.read_at, memoryview(bytearray(RND))
+        for off in offsets:
+            read_at(off, view)
+
+    def read(self, offset: int, length: int) -> bytes:
+        view = memoryview(bytearray(length))
+        self.img.read_at(offset, view)
+        return bytes(view)
+
+
+class Dissect(Reader):
+    name = "dissect"
+
+    def __init__(self, path: Path, module: Any):
+        self.fh = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self.vhd = module.VHD(self.fh)
+
+    def seq(self, size: int) -> None:
+        vhd = self.vhd
+        vhd.seek(0)
+        read = vhd.read
+        for _ in range(size // SEQ):
+            read(SEQ)
+
+    def rnd(self, offsets: list[int]) -> None:
+        seek, read = self.vhd.seek, self.vhd.read
+        for off in offsets:
+            seek(off)
+            read(RND)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.vhd.seek(offset)
+        data: bytes = self.vhd.read(length)
+        return data
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class Pyvhdi(Reader):
+    name = "pyvhdi"
+
+    def __init__(self, path: Path, module: Any):
+        self.f = module.file()
+        self.f.open(str(path))
+
+    def seq(self, size: int) -> None:
+        f = self.f
+        f.seek_offset(0, os.SEEK_SET)
+        read = f.read_buffer
+        for _ in range(size // SEQ):
+            read(SEQ)
+
+    def rnd(self, offsets: list[int]) -> None:
+        read_at = self.f.read_buffer_at_offset
+        for off in offsets:
+            read_at(RND, off)
+
+    def read(self, offset: int, length: int) -> bytes:
+        data: bytes = self.f.read_buffer_at_offset(length, offset)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def readers_for(path: Path, is_vhd: bool) -> list[Callable[[], Reader]]:
+    if not is_vhd:
+        return [lambda: RawLoop(path), lambda: RawPreadv(path), lambda: Diskspec(path)]
+    out: list[Callable[[], Reader]] = [lambda: Diskspec(path), lambda: DiskspecAt(path)]
+    dissect = optional("dissect.hypervisor.disk.vhd")
+    if dissect is not None:
+        out.append(lambda: Dissect(path, dissect))
+    pyvhdi = optional("pyvhdi")
+    if pyvhdi is not None:
+        out.append(lambda: Pyvhdi(path, pyvhdi))
+    return out
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    image: str
+    reader: str
+    seq: float  # MB/s (10^6 bytes)
+    rnd: float  # reads/s
+    ok: bool  # read the same bytes as the raw file
+    seq_runs: int
+    rnd_runs: int
+
+
+def best(runs: int, fn: Callable[..., object], *args: Any) -> float:
+    """The shortest of `runs` timed calls of fn(*args)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def same_bytes(reader: Reader, truth: Reader, size: int, offsets: list[int]) -> bool:
+    """Spot check: random 4 KiB reads, 1 MiB reads at random places, one across a block edge."""
+    rng = random.Random(SEED + 2)
+    spots = [(off, RND) for off in offsets[:500]]
+    spots += [(rng.randrange(0, size // SEQ) * SEQ, SEQ) for _ in range(16)]
+    if size > BLOCK:
+        spots.append((BLOCK - 3 * KiB, 8 * KiB))
+    return all(reader.read(off, n) == truth.read(off, n) for off, n in spots)
+
+
+def measure(pairs: list[Pair], reads: int, runs_: int, budget: float) -> list[Row]:
+    """Every reader of a pair once per round (so that this noisy machine's drift hits them
+    alike), the page cache warmed before each round: this machine's DAMON pages out page
+    cache left idle for ~30 s. A reader stops repeating once its runs took `budget` s."""
+    rows: list[Row] = []
+    for pair in pairs:
+        rng = random.Random(SEED + 3)
+        offsets = [rng.randrange(0, pair.size // RND) * RND for _ in range(reads)]
+        truth = RawLoop(pair.raw)
+        readers: list[tuple[str, Reader]] = []
+        try:
+            # the raw loop first after each warm-up: the limit is measured at its cleanest
+            for path, kind in ((pair.raw, "raw"), (pair.vhd, "vhd")):
+                readers += [(f"{pair.name} {kind}", make()) for make in readers_for(path, kind == "vhd")]
+            ok = [same_bytes(reader, truth, pair.size, offsets) for _, reader in readers]
+            times: dict[str, list[list[float]]] = {"seq": [[] for _ in readers], "rnd": [[] for _ in readers]}
+            for _ in range(runs_):
+                for what, arg in (("seq", pair.size), ("rnd", offsets)):
+                    warm(pair.vhd)
+                    warm(pair.raw)
+                    for spent, (_, reader) in zip(times[what], readers, strict=True):
+                        if sum(spent) < budget:
+                            call: Callable[[Any], None] = getattr(reader, what)
+                            t = time.perf_counter()
+                            call(arg)
+                            spent.append(time.perf_counter() - t)
+            for i, (label, reader) in enumerate(readers):
+                seq, rnd = times["seq"][i], times["rnd"][i]
+                rows.append(Row(label, reader.name, pair.size / min(seq) / 1e6, reads / min(rnd), ok[i],
+                                len(seq), len(rnd)))
+                print(f"  {label:9} {reader.name:10} {rows[-1].seq:9.0f} MB/s "
+                      f"{rows[-1].rnd:9.0f} reads/s", file=sys.stderr, flush=True)
+        finally:
+            truth.close()
+            for _, reader in readers:
+                reader.close()
+    return rows
+
+
+def ratio(a: float, b: float | None) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def goal(value: float | None, want: float) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}>={want:g} {'ok' if value >= want else 'MISS'}"
+
+
+def print_table(rows: list[Row], runs_: int) -> None:
+    """Ratios against the raw loop over the raw equivalent (sequential: preadv; random:
+    os.pread) and against dissect on the same VHD image."""
+    by = {(r.image, r.reader): r for r in rows}
+    head = (f"{'image':9}  {'reader':10}  {'seq MB/s':>9}  {'rnd reads/s':>11}  "
+            f"{'seq/raw':>7}  {'rnd/raw':>7}  {'seq/dis':>7}  {'rnd/dis':>7}  goals (diskspec on VHD)")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        kind = r.image.split()[0]
+        raw = by.get((f"{kind} raw", "raw loop"))
+        dis = by.get((f"{kind} vhd", "dissect"))
+        cols = [ratio(r.seq, raw.seq if raw else None), ratio(r.rnd, raw.rnd if raw else None),
+                ratio(r.seq, dis.seq if dis else None), ratio(r.rnd, dis.rnd if dis else None)]
+        goals = ""
+        if r.reader in ("diskspec", DiskspecAt.name) and r.image.endswith("vhd"):
+            goals = "  ".join([
+                "seq/raw " + goal(r.seq / raw.seq if raw else None, GOAL_SEQ_RAW),
+                "rnd/raw " + goal(r.rnd / raw.rnd if raw else None, GOAL_RND_RAW),
+                "rnd/dis " + goal(r.rnd / dis.rnd if dis else None, GOAL_RND_DISSECT)])
+        if not r.ok:
+            goals = "WRONG DATA  " + goals
+        print(f"{r.image:9}  {r.reader:10}  {r.seq:9.0f}  {r.rnd:11.0f}  "
+              + "  ".join(f"{c:>7}" for c in cols) + f"  {goals}".rstrip())
+    for r in rows:
+        if (r.seq_runs, r.rnd_runs) != (runs_, runs_):
+            print(f"({r.image} {r.reader}: seq best of {r.seq_runs}, rnd best of {r.rnd_runs} "
+                  "run(s): over the --budget)")
+
+
+# -- memory and open time ------------------------------------------------------------------
+
+def child_rss(reader: str, path: str) -> None:
+    """In a subprocess: import, open `path`, read a few MiB; print JSON of times and RSS."""
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    spots = [*huge_blocks(), HUGE // 7 // RND * RND]
+    if reader == "diskspec":
+        tiny = Path(path).with_name("half.vhd")
+        if tiny.exists():
+            ds.open(tiny).close()  # first open pays for lazy imports; not what is measured
+        base = rss_mb()
+        t = time.perf_counter()
+        img: Any = ds.open(path)
+        opened = time.perf_counter() - t
+        buf = bytearray(MiB)
+        for at in spots:
+            img.seek(at)
+            img.readinto(buf)
+        img.close()
+    elif reader == "dissect":
+        module = importlib.import_module("dissect.hypervisor.disk.vhd")
+        base = rss_mb()
+        t = time.perf_counter()
+        fh = open(path, "rb")  # noqa: SIM115
+        vhd = module.VHD(fh)
+        opened = time.perf_counter() - t
+        for at in spots:
+            vhd.seek(at)
+            vhd.read(MiB)
+        fh.close()
+    else:
+        module = importlib.import_module("pyvhdi")
+        base = rss_mb()
+        t = time.perf_counter()
+        f = module.file()
+        f.open(path)
+        opened = time.perf_counter() - t
+        for at in spots:
+            f.read_buffer_at_offset(MiB, at)
+        f.close()
+    with open("/proc/self/status") as status:  # cross-check: the kernel's own peak of this mm
+        hwm = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), -1.0)
+    print(json.dumps({"base": base, "peak": rss_mb(), "open": opened, "hwm": hwm}))
+
+
+def memory(huge: Path) -> list[tuple[str, float, float, float, float]]:
+    out = []
+    names = ["diskspec"] + [n for n, m in (("dissect", "dissect.hypervisor"), ("pyvhdi", "pyvhdi"))
+                            if optional(m) is not None]
+    for name in names:
+        # through sh, which forks: a process exec'ed straight from this one would inherit this
+        # process's peak as the floor of its own ru_maxrss (Linux keeps it across exec)
+        cmd = ["sh", "-c", '"$@"; exit $?', "sh", sys.executable, __file__, "--rss-child", name, str(huge)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        out.append((name, got["base"], got["peak"], got["open"], got["hwm"]))
+    return out
+
+
+def open_times(paths: list[tuple[str, Path]], runs_: int) -> list[tuple[str, str, float]]:
+    """Best-of time to open (and close) each image, per reader."""
+    dissect = optional("dissect.hypervisor.disk.vhd")
+    pyvhdi = optional("pyvhdi")
+    out = []
+    for label, path in paths:
+        ds.open(path).close()
+        out.append((label, "diskspec", best(runs_, lambda p: ds.open(p).close(), path)))
+        if dissect is not None:
+            out.append((label, "dissect", best(runs_, lambda p: Dissect(p, dissect).close(), path)))
+        if pyvhdi is not None:
+            out.append((label, "pyvhdi", best(runs_, lambda p: Pyvhdi(p, pyvhdi).close(), path)))
+    return out
+
+
+# -- convert -------------------------------------------------------------------------------
+
+def run_to(cmd: list[str], dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def convert(pairs: list[Pair], runs_: int) -> list[tuple[str, str, float]]:
+    out: list[tuple[str, str, float]] = []
+    qemu = shutil.which("qemu-img")
+    for pair in pairs:
+        dst = pair.vhd.with_name("converted.raw")
+
+        warm(pair.vhd)
+        warm(pair.raw)
+        if qemu:
+            cmd = [qemu, "convert", "-f", "vpc", "-O", "raw", str(pair.vhd), str(dst)]
+            t = best(runs_, run_to, cmd, dst)
+            out.append((pair.name, "qemu-img convert -f vpc -O raw", pair.size / t / 1e6))
+        t = best(runs_, run_to, ["cp", "--reflink=never", str(pair.raw), str(dst)], dst)
+        out.append((pair.name, "cp of the raw equivalent", pair.size / t / 1e6))
+        dst.unlink(missing_ok=True)
+    return out
+
+
+# -- profiling -----------------------------------------------------------------------------
+
+def profile(pair: Pair, reads: int) -> None:
+    """cProfile of diskspec's sequential pass and random reads over one VHD."""
+    rng = random.Random(SEED + 3)
+    offsets = [rng.randrange(0, pair.size // RND) * RND for _ in range(reads)]
+    reader = Diskspec(pair.vhd)
+    try:
+        for what, fn in (("sequential", lambda: reader.seq(pair.size)),
+                         ("random", lambda: reader.rnd(offsets))):
+            warm(pair.vhd)
+            prof = cProfile.Profile()
+            prof.runcall(fn)
+            print(f"\n-- cProfile: diskspec {what} reads over {pair.name}.vhd")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    finally:
+        reader.close()
+
+
+# -- main ----------------------------------------------------------------------------------
+
+def parse_size(text: str) -> int:
+    units = {"K": KiB, "M": MiB, "G": GiB}
+    mult = units.get(text[-1:].upper(), 1)
+    value = int(text[:-1] if mult > 1 else text) * mult
+    if value < BLOCK or value % BLOCK:
+        raise argparse.ArgumentTypeError(f"size must be a positive multiple of {BLOCK} bytes")
+    return value
+
+
+def bat_kib(size: int) -> float:
+    return 4 * -(-size // BLOCK) / KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=parse_size, default=GiB, help="virtual size (default 1G)")
+    ap.add_argument("--reads", type=int, default=100_000, help="random 4 KiB reads per run")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (best is kept)")
+    ap.add_argument("--budget", type=float, default=10.0,
+                    help="seconds after which a measurement stops repeating (default 10)")
+    ap.add_argument("--profile", action="store_true", help="also cProfile diskspec's reads")
+    ap.add_argument("--rss-child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        child_rss(*args.rss_child)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="diskspec-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.perf_counter()
+        pairs = make_images(tmp, args.size)
+        huge = make_huge(tmp)
+        os.sync()  # no writeback of the new files during the measurements
+        print(f"created {len(pairs)} VHD + raw pairs of {args.size / MiB:g} MiB and a sparse "
+              f"{HUGE / GiB:g} GiB VHD in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        missing = [m for m in ("dissect.hypervisor", "pyvhdi") if optional(m) is None]
+        if missing:
+            print(f"not installed (run bench/setup.sh): {', '.join(missing)}", file=sys.stderr)
+
+        rows = measure(pairs, args.reads, args.runs, args.budget)
+        mem = memory(huge)
+        opens = open_times([(f"{p.name} {p.size / GiB:g} GiB, BAT {bat_kib(p.size):g} KiB", p.vhd)
+                            for p in pairs]
+                           + [(f"sparse {HUGE / GiB:g} GiB, BAT {bat_kib(HUGE):g} KiB", huge)], args.runs)
+        conv = convert(pairs, args.runs)
+
+        print(f"\nRead speed, {args.size / MiB:g} MiB disks, 2 MiB blocks; sequential: 1 MiB reads "
+              f"over the whole disk; random: {args.reads} aligned 4 KiB reads; best of {args.runs}; "
+              "page cache warm")
+        print(f"diskspec from {Path(ds.__file__).parent.parent}")
+        print("raw = the raw loop over the raw equivalent (seq: preadv; rnd: os.pread); "
+              "dis = dissect.hypervisor on the same VHD")
+        print_table(rows, args.runs)
+
+        print(f"\nMemory: open a sparse {HUGE / GiB:g} GiB dynamic VHD (BAT "
+              f"{4 * (HUGE // BLOCK) / MiB:.1f} MiB), read 5 MiB at 5 places; own subprocess")
+        for name, base, peak, opened, hwm in mem:
+            mark = f"  goal < {GOAL_RSS_MB:g} MB: {'ok' if peak < GOAL_RSS_MB else 'MISS'}" \
+                if name == "diskspec" else ""
+            print(f"  {name:10} peak RSS {peak:6.1f} MB (after imports {base:6.1f} MB, "
+                  f"+{peak - base:5.1f} MB; VmHWM {hwm:6.1f} MB)  open {opened * 1e3:7.2f} ms{mark}")
+
+        print("\nOpen + close time (best of runs; dissect reads BAT entries lazily, one at a time)")
+        for label, name, secs in opens:
+            print(f"  {label:32} {name:10} {secs * 1e3:8.2f} ms")
+
+        print("\nConvert to raw (MB/s of virtual size, best of runs)")
+        for name, what, speed in conv:
+            print(f"  {name:5} {what:32} {speed:8.0f} MB/s")
+        print("  diskspec convert: not measured (it does not exist yet)")
+
+        if args.profile:
+            profile(pairs[0], args.reads)
+
+
+if __name__ == "__main__":
+    main()
