@@ -20,12 +20,13 @@ def parse_size(text: str, what: str = "size") -> int:
     if m is None:
         raise DiskspecError(f"invalid {what} {text!r} (expected a number with an optional suffix "
                             "k, M, G, T, P or E)")
-    number, suffix = m.groups()
-    scale = SUFFIXES[suffix.lower()]
+    number, suffix = str(m.group(1)), str(m.group(2))
+    scale: int = SUFFIXES[suffix.lower()]
     if "." in number:
         whole, _, frac = number.partition(".")
-        value = int(whole or "0") * scale + int(frac or "0") * scale // 10 ** len(frac)
-        if int(frac or "0") * scale % 10 ** len(frac):
+        denom: int = 10 ** len(frac)
+        value = int(whole or "0") * scale + int(frac or "0") * scale // denom
+        if int(frac or "0") * scale % denom:
             raise DiskspecError(f"invalid {what} {text!r}: not a whole number of bytes")
     else:
         value = int(number) * scale

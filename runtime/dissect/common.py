@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import uuid
 from array import array
 from collections.abc import Iterator
 from enum import IntEnum
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from diskspec.formats import _codec
 from diskspec.formats.errors import CorruptError, TruncatedError, ValidationError
@@ -34,9 +35,12 @@ class Reader:
     """A file opened read-only; reads past the end come back short, never as an error."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            self.size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            # a block device reports size 0: its end is where seeking to the end lands
+            self.size = st.st_size if stat.S_ISREG(st.st_mode) else \
+                os.lseek(self.fd, 0, os.SEEK_END)
         except BaseException:
             os.close(self.fd)
             raise
@@ -124,6 +128,60 @@ def ascii_meaning(raw: bytes) -> str | None:
     return None
 
 
+def index_ranges(idx: list[int], limit: int = 200) -> str:
+    """'0-3, 7, 9-12' for sorted or unsorted block numbers (cut after `limit` characters)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        parts.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
+        i = j + 1
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[:limit].rsplit(",", 1)[0] + ", ..."
+
+
+#: run nodes made at most; beyond it neighbouring runs are grouped into one node
+MAX_RUNS = 4096
+
+
+def run_nodes(root: Node, blocks: list[tuple[int, int]], span: int, kind: str, label: str,
+              file_size: int) -> list[Node]:
+    """One node per run of blocks that follow each other in the file; `blocks` is sorted
+    (file offset, block number). A block listed twice (damage the caller reports) counts
+    once; a run ends at the end of the file at the latest."""
+    runs: list[tuple[int, int, list[int]]] = []  # (start, end, block numbers)
+    last = -1
+    for at, number in blocks:
+        if at == last:
+            continue
+        if runs and at == runs[-1][1]:
+            runs[-1] = (runs[-1][0], at + span, runs[-1][2])
+            runs[-1][2].append(number)
+        else:
+            runs.append((at, at + span, [number]))
+        last = at
+    group = -(-len(runs) // MAX_RUNS) if runs else 1
+    out: list[Node] = []
+    for i in range(0, len(runs), group):
+        part = runs[i : i + group]
+        start, end = part[0][0], min(max(r[1] for r in part), file_size)
+        numbers = [b for r in part for b in r[2]]
+        node = root.add(Node(f"{kind}@{start:#x}", start, max(0, end - start), kind))
+        node.summary = f"{len(numbers)} {label}(s): {index_ranges(numbers)}"
+        node.fields += [
+            Field("count", start, 0, len(numbers), None, ""),
+            Field("numbers", start, 0, index_ranges(numbers), None,
+                  f"{label} numbers, in file order"),
+        ]
+        if len(part) > 1:
+            node.notes.append(f"{len(part)} separate runs grouped into one node (too many "
+                              "runs to list): the space between them is not scanned")
+        out.append(node)
+    return out
+
+
 # -- decoding with the generated codecs --------------------------------------------------------
 
 
@@ -140,7 +198,8 @@ def _lenient_class(cls: type[Any]) -> type[Any]:
 _LENIENT: dict[type[Any], type[Any]] = {}
 
 
-def decode(cls: type[Any], buf: bytes, offset: int = 0, *, byteorder: str = "little",
+def decode(cls: type[Any], buf: bytes, offset: int = 0, *,
+           byteorder: Literal["little", "big"] = "little",
            **params: Any) -> tuple[Any | None, list[str]]:
     """Decode one structure; on a broken magic or rule decode it again leniently.
 
@@ -166,22 +225,22 @@ def decode(cls: type[Any], buf: bytes, offset: int = 0, *, byteorder: str = "lit
             if at + len(row.contents) <= len(patched):
                 patched[at : at + len(row.contents)] = row.contents
     target = _lenient_class(cls) if hasattr(cls, "_check") else cls
-    zeroed: list[Any] = []
+    zeroed: list[tuple[str, int, int]] = []  # (name, offset, size) decoded as zero
     record = None
     for _attempt in range(8):
         try:
             record = target.parse(bytes(patched), offset, **params)
             break
         except ValidationError as exc:
-            row = _row_at(cls, exc, offset)
-            if row is None or row in zeroed:
+            spot = _row_at(cls, exc, offset)
+            if spot is None or spot in zeroed:
                 problems.append(_problem(exc))
                 return None, problems
             if not _is_magic(exc, rows) and _problem(exc) not in problems:
                 problems.append(_problem(exc))
-            at = offset + row.offset
-            patched[at : at + row.size] = bytes(row.size)
-            zeroed.append(row)
+            _, at, n = spot
+            patched[at : at + n] = bytes(n)
+            zeroed.append(spot)
         except CorruptError as exc:
             problems.append(_problem(exc))
             return None, problems
@@ -191,9 +250,8 @@ def decode(cls: type[Any], buf: bytes, offset: int = 0, *, byteorder: str = "lit
         if row.contents is not None and row.offset is not None:
             at = offset + row.offset
             setattr(record, row.name, bytes(buf[at : at + len(row.contents)]))
-    for row in zeroed:
-        at = offset + row.offset
-        setattr(record, row.name, int.from_bytes(buf[at : at + row.size], byteorder))  # type: ignore[arg-type]
+    for name, at, n in zeroed:
+        setattr(record, name, int.from_bytes(buf[at : at + n], byteorder))
     if hasattr(cls, "_check"):  # the rule that stopped the strict decode, if it was a rule
         try:
             cls._check(record, offset)
@@ -209,16 +267,17 @@ def _is_magic(exc: CorruptError, rows: dict[str, _codec.FieldInfo]) -> bool:
     return row is not None and row.contents is not None
 
 
-def _row_at(cls: type[Any], exc: CorruptError, offset: int) -> _codec.FieldInfo | None:
-    """The plain integer field (fixed offset, no bits) a rule error points at."""
+def _row_at(cls: type[Any], exc: CorruptError, offset: int) -> tuple[str, int, int] | None:
+    """(name, absolute offset, size) of the plain integer field (fixed offset, no bits) a
+    rule error points at."""
     if exc.offset is None:
         return None
     rel = exc.offset - offset
     name = (exc.path or "").rsplit(".", 1)[-1]
     for row in cls.FIELDS:
-        if row.name == name and row.offset == rel and row.size and row.bits is None \
-                and row.contents is None:
-            return row
+        if row.name == name and row.offset == rel and row.offset is not None and row.size \
+                and row.bits is None and row.contents is None:
+            return row.name, offset + row.offset, row.size
     return None
 
 
@@ -270,7 +329,7 @@ def record_fields(record: Any, base: int, module: ModuleType, prefix: str = ""
             sub, subnested = record_fields(value, base + at, module, name + ".")
             fields += sub
             nested += subnested
-            pos = at + (row.size or type(value).SIZE or 0)
+            pos = at + (row.size or getattr(type(value), "SIZE", 0) or 0)
             continue
         size = row.size
         if size is None:
@@ -345,7 +404,8 @@ def signature_verdict(node: Node) -> Verdict | None:
     """A verdict for the structure's magic (`contents` fields), if it has one."""
     for f in node.fields:
         if f.meaning == "magic ok":
-            return Verdict("signature", True, offset=f.offset, detail=f"{f.name} ok")
+            text = bytes.fromhex(str(f.value)).decode("ascii", "replace")
+            return Verdict("signature", True, offset=f.offset, detail=f"{f.name} {text!r}")
         if f.meaning is not None and f.meaning.startswith("expected b"):
             return Verdict("signature", False, offset=f.offset, detail=f"{f.name}: {f.meaning}")
     return None

@@ -3,6 +3,8 @@ scanned for non-zero bytes (possible remnants) in bounded chunks within a byte b
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 
 from .common import MiB, Reader, human_size, printable
@@ -19,18 +21,24 @@ MAX_RANGES = 64
 #: overlaps listed (the rest are counted)
 MAX_OVERLAPS = 20
 
-#: signatures worth naming when a remnant starts with them (or has them at a 4 KiB step)
-MAGICS: tuple[tuple[bytes, str], ...] = (
-    (b"conectix", "a VHD footer"),
-    (b"cxsparse", "a VHD dynamic disk header"),
-    (b"vhdxfile", "a VHDX file type identifier"),
-    (b"metadata", "a VHDX metadata table"),
-    (b"head", "a VHDX header"),
-    (b"regi", "a VHDX region table"),
-    (b"loge", "a VHDX log entry"),
-    (b"QFI\xfb", "a qcow2 header"),
-    (b"QED\x00", "a QED header"),
-)
+#: the specs whose magics (`contents` at offset 0 of a type) name what a remnant looks like
+SPECS = ("vhd", "vhdx", "qcow2", "qed", "fvd", "add_cow")
+
+
+@functools.cache
+def magics() -> tuple[tuple[bytes, str], ...]:
+    """(magic, "a <spec> <type>") for every type that starts with a magic of 4+ bytes, the
+    longest first."""
+    out = []
+    for spec in SPECS:
+        module = importlib.import_module(f"diskspec.formats.{spec}")
+        for name, cls in module.TYPES.items():
+            for row in getattr(cls, "FIELDS", ()):
+                if row.offset == 0 and row.contents is not None and len(row.contents) >= 4:
+                    out.append((row.contents, f"a {spec} {name}"))
+    return tuple(sorted(set(out), key=lambda m: -len(m[0])))
+
+
 MAX_HINTS = 8
 
 
@@ -84,7 +92,7 @@ def add_gaps(root: Node, reader: Reader, options: ScanOptions) -> None:
         node = Node(f"gap@{start:#x}", start, end - start, "gap")
         root.add(node)
         on_disk = sum(de - ds for ds, de in ranges)
-        node.fields.append(Field("allocated_bytes", start, end - start, on_disk,
+        node.fields.append(Field("allocated_bytes", start, 0, on_disk,
                                  "bytes not in a hole of the sparse file", ""))
         if not options.scan:
             node.summary = f"unreferenced {human_size(end - start)} (not scanned)"
@@ -118,12 +126,12 @@ def _scan(node: Node, reader: Reader, ranges: list[tuple[int, int]], stride: int
     n = len(found)
     nonzero = sum(r.end - r.start for r in found)
     node.fields += [
-        Field("scanned_bytes", node.offset, node.size, scanned, None, ""),
-        Field("sampled", node.offset, node.size, bool(stride),
+        Field("scanned_bytes", node.offset, 0, scanned, None, ""),
+        Field("sampled", node.offset, 0, bool(stride),
               f"one {human_size(WINDOW)} window every {human_size(stride)}" if stride else None, ""),
-        Field("nonzero_ranges", node.offset, node.size, n, None, ""),
-        Field("nonzero_bytes", node.offset, node.size, nonzero,
-              "zero runs shorter than 4 KiB inside a range are counted", ""),
+        Field("nonzero_ranges", node.offset, 0, n, None, ""),
+        Field("nonzero_bytes", node.offset, 0, nonzero,
+              "bytes in the ranges below (zero runs under 4 KiB inside a range included)", ""),
     ]
     sampled = " (sampled)" if stride else ""
     if not found:
@@ -137,7 +145,7 @@ def _scan(node: Node, reader: Reader, ranges: list[tuple[int, int]], stride: int
         rem.fields.append(Field("first_bytes", r.start, len(r.head), r.head.hex(),
                                 printable(r.head), ""))
         if r.hints:
-            rem.fields.append(Field("looks_like", r.start, r.end - r.start, "; ".join(r.hints),
+            rem.fields.append(Field("looks_like", r.start, 0, "; ".join(r.hints),
                                     None, "known signatures at 4 KiB steps inside the range"))
         rem.summary = f"{human_size(r.end - r.start)} of data" + \
             (f": {r.hints[0]}" if r.hints else "")
@@ -161,7 +169,7 @@ def _pieces(chunk: bytes, base: int, found: list[_Range]) -> None:
             continue
         start = at + len(piece) - len(piece.lstrip(b"\0"))
         end = at + len(piece.rstrip(b"\0"))
-        hint = next((f"{what} at {at:#x}" for magic, what in MAGICS if piece.startswith(magic)),
+        hint = next((f"{what} at {at:#x}" for magic, what in magics() if piece.startswith(magic)),
                     None)
         last = found[-1] if found else None
         if last is not None and start - last.end < PIECE:

@@ -88,12 +88,29 @@ class Node:
     notes: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
     table: Table | None = None
+    #: for tables of equal entries (BATs): (entry size, label of entry i from its bytes),
+    #: used by hex dumps to mark entry boundaries; not part of the JSON
+    entry_format: tuple[int, Callable[[int, bytes], str]] | None = field(
+        default=None, repr=False, compare=False)
+    _names: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def end(self) -> int:
         return self.offset + self.size
 
     def add(self, child: Node) -> Node:
+        """Append a child; a name already used among the children gets a "#2" suffix."""
+        names = self._names  # name -> the last suffix number given to it
+        if len(names) < len(self.children):  # children were changed directly
+            names.clear()
+            names.update((c.name, 1) for c in self.children)
+        if child.name in names:
+            base, n = child.name, names[child.name] + 1
+            while f"{base}#{n}" in names:
+                n += 1
+            names[base] = n
+            child.name = f"{base}#{n}"
+        names[child.name] = 1
         self.children.append(child)
         return child
 
@@ -128,7 +145,7 @@ class Node:
             rel = path.split("/", 1)[1] if "/" in path else ""
             if rel == name:
                 return node
-            if rel.endswith("/" + name) or rel == name:
+            if rel.endswith("/" + name):
                 hits.append(node)
         return hits[0] if len(hits) == 1 else None
 

@@ -14,6 +14,7 @@ from diskspec.formats import vhdx
 
 from ..engine import CheckResult
 from . import guids
+from .engine import REGION_SLOTS
 
 if TYPE_CHECKING:
     from .engine import VhdxEngine
@@ -57,9 +58,15 @@ def check(engine: VhdxEngine, repair: bool) -> CheckResult:
         if b_start < a_end:
             result.corruptions.append(f"{b_name} at {b_start:#x} overlaps {a_name}")
     if repair:
-        if damaged:
+        if any(d.startswith("header") for d in damaged):
             engine._write_header()
             result.repaired += [f"rewrote {d.split(' at ')[0]}" for d in damaged if d.startswith("header")]
+        if any(d.startswith("region table") for d in damaged):
+            engine._start_session()  # region tables change through the log
+            pages = [(at + i, engine.region_raw[i : i + 4096])
+                     for at in REGION_SLOTS for i in range(0, len(engine.region_raw), 4096)]
+            engine._log_and_apply(pages)
+            result.repaired.append("rewrote both region tables from the valid copy")
         if bad:
             engine._start_session()
             for index in bad:

@@ -44,6 +44,8 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
         raise DiskspecError(f"unknown VHDX create option(s): {', '.join(sorted(options))}")
     if subformat not in SUBFORMATS:
         raise DiskspecError(f"VHDX subformat must be one of {', '.join(SUBFORMATS)}, not {subformat!r}")
+    if block_state_zero and subformat == "differencing":
+        raise DiskspecError("block_state_zero would hide the parent of a differencing VHDX")
     if (parent is not None) != (subformat == "differencing"):
         raise DiskspecError("a differencing VHDX needs a parent, and only it takes one")
     linkage, parent_path = _parent_identity(Path(parent), path) if parent is not None else ("", None)

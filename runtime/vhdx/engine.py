@@ -43,6 +43,10 @@ SBS = vhdx.SectorBitmapBlockState
 OFFSET_MASK = ~(MIB - 1) & 0xFFFFFFFFFFFFFFFF
 ZERO_STATES = {PBS.UNDEFINED, PBS.ZERO, PBS.UNMAPPED, PBS.UNMAPPED_V095}
 MSB_FIRST = False  # VHDX sector bitmaps: sector 0 is the least significant bit of byte 0
+#: nothing in a VHDX lies past this (64 TiB of data plus metadata): log writes beyond are corrupt
+MAX_FILE = 1 << 48
+#: the most a read-only replay keeps in memory
+MAX_OVERLAY = 256 * MIB
 #: sector bitmap blocks kept in memory (each 1 MiB)
 BITMAP_CACHE = 8
 
@@ -59,6 +63,7 @@ class VhdxEngine(Engine):
         self.bat_region = vhdx.RegionTableEntry.new()
         self.metadata_offset = 0
         self.metadata_length = 0
+        self.region_raw = b""  # the valid region table copy, as read
         self.metadata_entries: list[vhdx.MetadataTableEntry] = []
         self.block_size = 0
         self.block_shift = 0
@@ -139,9 +144,20 @@ class VhdxEngine(Engine):
         self.log_sequence = head.sequence_number
         writes = list(log.pages(entries))
         size = max(self.backend.size(), head.last_file_offset)
+        for offset, data in writes:  # a valid entry may still name absurd places
+            length = data if isinstance(data, int) else len(data)
+            if offset + length > MAX_FILE or size > MAX_FILE:
+                raise CorruptError(f"a log entry writes at {offset:#x} (+{length}), past any VHDX",
+                                   path="log.descriptor.file_offset")
         if self.writable:
+            # the file changes: a new FileWriteGuid first ([MS-VHDX] 2.2.2)
+            self.header.file_write_guid = uuid.uuid4().bytes_le
+            self._write_header()
             for offset, data in writes:
-                self.backend.pwrite(offset, bytes(data) if isinstance(data, int) else data)
+                if isinstance(data, int):
+                    self._write_zeros(offset, data)
+                else:
+                    self.backend.pwrite(offset, data)
             if self.backend.size() < size:
                 self.backend.truncate(size)
             self.backend.flush()
@@ -150,24 +166,44 @@ class VhdxEngine(Engine):
             return
         pages: dict[int, bytes] = {}
         for offset, data in writes:
-            page = bytes(data) if isinstance(data, int) else data
-            _overlay_put(pages, offset, page)
+            if isinstance(data, int) and data > MAX_OVERLAY:
+                raise UnsupportedFeatureError(f"replaying a zero range of {data} bytes in memory "
+                                              "(open the image read-write to replay it)")
+            _overlay_put(pages, offset, data)
+            if len(pages) * log.SECTOR > MAX_OVERLAY:
+                raise UnsupportedFeatureError("a log replay of more than 256 MiB in memory "
+                                              "(open the image read-write to replay it)")
         self.backend = OverlayBackend(self.backend, pages, size)
         self._fd = -1
         self.warnings.append(f"replayed {len(entries)} log entries in memory (the file is untouched)")
 
+    def _write_zeros(self, offset: int, length: int) -> None:
+        """Zero a range, 1 MiB at a time; past the end of the file, extending is enough."""
+        end = min(offset + length, self.backend.size())
+        pos = offset
+        while pos < end:
+            n = min(MIB, end - pos)
+            self.backend.pwrite(pos, ZEROS[:n])
+            pos += n
+        if offset + length > self.backend.size():
+            self.backend.truncate(offset + length)
+
     def _read_regions(self) -> None:
         table = None
-        for copy, at in enumerate(REGION_SLOTS):
-            raw = self.backend.pread(at, 64 * KIB)
-            if raw[:4] == b"regi" and vhdx.RegionTable.verify_buffer(raw):
-                try:
-                    table = vhdx.RegionTable.parse(raw)
-                    break
-                except CorruptError as exc:
-                    self.warnings.append(f"region table {copy + 1}: {exc}")
-            else:
-                self.warnings.append(f"region table {copy + 1} at {at:#x} is invalid")
+        copies = [self.backend.pread(at, 64 * KIB) for at in REGION_SLOTS]
+        for copy, (at, raw) in enumerate(zip(REGION_SLOTS, copies, strict=True)):
+            try:
+                if raw[:4] != b"regi" or not vhdx.RegionTable.verify_buffer(raw):
+                    raise CorruptError("bad signature or CRC-32C")
+                parsed = vhdx.RegionTable.parse(raw)
+            except CorruptError as exc:
+                self.warnings.append(f"region table {copy + 1} at {at:#x} is invalid: {exc}")
+                continue
+            if table is None:
+                table, self.region_raw = parsed, raw
+        if table is not None and copies[0] != copies[1] and not any(
+                w.startswith("region table") for w in self.warnings):
+            self.warnings.append("region table 2 differs from region table 1")
         if table is None:
             raise CorruptError("no valid region table", offset=REGION_SLOTS[0], path="region_table")
         self.regions = table.entries
@@ -426,8 +462,16 @@ class VhdxEngine(Engine):
         if self.session_started:
             return
         self.require_writable()
-        self._write_header(log_guid=uuid.uuid4().bytes_le, new_guids=True)
-        self.log_head = 0
+        log_guid = uuid.uuid4().bytes_le
+        # an empty entry under the new GUID before the header names it: a session cut short
+        # before its first metadata change still has a valid log (openvmm does the same)
+        self.log_sequence += 1
+        empty = log.build_entry(self.log_sequence, 0, log_guid, self.file_backend.size() // MIB * MIB,
+                                round_up(self.file_backend.size(), MIB), [])
+        self.file_backend.pwrite(self.header.log_offset, empty)
+        self.file_backend.flush()
+        self._write_header(log_guid=log_guid, new_guids=True)
+        self.log_head = len(empty)
         self.session_started = True
 
     def _log_and_apply(self, pages: list[tuple[int, bytes]]) -> None:
@@ -627,8 +671,16 @@ def _state_name(state: int) -> str:
         return f"invalid-{state}"
 
 
-def _overlay_put(pages: dict[int, bytes], offset: int, data: bytes) -> None:
-    """Record a replayed write; later writes to the same 4 KiB pages replace earlier ones."""
+_ZERO_PAGE = bytes(log.SECTOR)
+
+
+def _overlay_put(pages: dict[int, bytes], offset: int, data: bytes | int) -> None:
+    """Record a replayed write (bytes, or a zero range's length); later writes to the same
+    4 KiB pages replace earlier ones. Zero pages share one buffer."""
+    if isinstance(data, int):
+        for i in range(0, data, log.SECTOR):
+            pages[offset + i] = _ZERO_PAGE
+        return
     for i in range(0, len(data), log.SECTOR):
         pages[offset + i] = data[i : i + log.SECTOR]
 
