@@ -52,7 +52,7 @@ qemu-img compatible commands (same options, JSON members and exit codes):
 other commands:
   dissect  the forensic view of an image's structures (see `diskspec dissect --help`)
   codegen [--check] [SPEC...]   regenerate formats/*.py from formats/*.ksy
-  demo                          build a small image from the codecs and show its structures
+  demo                          create a VHDX, write, dissect, convert to VHD, compare, info
 
 Formats (-f, -O, -F): raw, vpc (alias vhd), and every engine registered since; without -f
 the format is probed from the content (raw when nothing else matches).
