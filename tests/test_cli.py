@@ -591,15 +591,36 @@ def test_commit(tmp_path: Path) -> None:
     assert code == 1 and "not in the backing chain" in one_error_line(errs)
 
 
-def test_rebase_vpc_is_refused_before_any_write(tmp_path: Path) -> None:
+def test_rebase_vpc_removing_the_parent_is_refused_before_any_write(tmp_path: Path) -> None:
     parent, child = tmp_path / "p.vhd", tmp_path / "c.vhd"
     ds_run("create", "-q", "-f", "vpc", parent, "8M")
     ds_run("create", "-q", "-f", "vpc", "-b", parent, "-F", "vpc", child)
     before = child.read_bytes()
     code, _, errs = ds_run("rebase", "-b", "", child)
-    assert code == 1 and "not supported: changing the backing file of vpc images" in \
+    assert code == 1 and "not supported: removing the parent of a differencing VHD" in \
         one_error_line(errs)
     assert child.read_bytes() == before
+
+
+def test_rebase_vpc_onto_a_new_parent(tmp_path: Path) -> None:
+    """A real rebase: the child's identity and locators now name the new parent, which it
+    opens by itself, with its content unchanged."""
+    old, new, child = tmp_path / "old.vhd", tmp_path / "new.vhd", tmp_path / "child.vhd"
+    ds_run("create", "-q", "-f", "vpc", "-o", "block_size=1M", old, "8M")
+    with ds.open(old, "r+") as image:
+        image.write(b"\x01" * 3 * MiB)
+    ds_run("create", "-q", "-f", "vpc", "-o", "block_size=1M", new, "8M")
+    ds_run("create", "-q", "-f", "vpc", "-o", "block_size=1M", "-b", old, "-F", "vpc", child)
+    with ds.open(child, "r+") as image:
+        image.seek(5 * MiB)
+        image.write(b"\x02" * 4096)
+        content = image.pread(0, image.size)
+    code, _, errs = ds_run("rebase", "-b", "new.vhd", "-F", "vpc", child)
+    assert code == 0, errs
+    old.unlink()
+    with ds.open(child) as image:
+        assert image.backing is not None and image.backing.path.name == "new.vhd"
+        assert image.pread(0, image.size) == content
 
 
 def test_rebase_safe_mode_copies_what_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

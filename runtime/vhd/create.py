@@ -120,6 +120,16 @@ def _creator_code(creator: str | None) -> int | None:
     return int.from_bytes(raw.ljust(4, b" "), "big")
 
 
+def locator_data(parent: Path, child_dir: Path) -> list[tuple[vhd.PlatformCode, bytes]]:
+    """The W2ku, W2ru and MacX locator data for a parent at absolute path `parent`."""
+    return [
+        (vhd.PlatformCode.W2KU, locators.encode_windows(str(parent), relative=False)),
+        (vhd.PlatformCode.W2RU,
+         locators.encode_windows(locators.relative_to(parent, child_dir), relative=True)),
+        (vhd.PlatformCode.MACX, ("file://" + urllib.parse.quote(parent.as_posix())).encode("utf-8")),
+    ]
+
+
 def _write_dynamic(backend: FileBackend, footer: vhd.Footer, size: int, block_size: int,
                    parent: _Parent | None) -> None:
     entries = ceil_div(size, block_size)
@@ -137,14 +147,7 @@ def _write_dynamic(backend: FileBackend, footer: vhd.Footer, size: int, block_si
         header.parent_unicode_name = parent.path.name[:256].ljust(256, "\0")
         child_dir = backend.path.parent
         absolute = parent.path.resolve()
-        datas = [
-            (vhd.PlatformCode.W2KU, locators.encode_windows(str(absolute), relative=False)),
-            (vhd.PlatformCode.W2RU,
-             locators.encode_windows(locators.relative_to(absolute, child_dir), relative=True)),
-            (vhd.PlatformCode.MACX,
-             ("file://" + urllib.parse.quote(absolute.as_posix())).encode("utf-8")),
-        ]
-        for i, (code, data) in enumerate(datas):
+        for i, (code, data) in enumerate(locator_data(absolute, child_dir)):
             space = max(1024, round_up(len(data), SECTOR))
             header.parent_locators[i] = vhd.ParentLocator(code, space, len(data), 0, end)
             areas.append((end, data + bytes(space - len(data))))

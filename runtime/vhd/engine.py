@@ -264,6 +264,52 @@ class VhdEngine(Engine):
             self.warnings.append(f"parent time stamp {self.header.parent_timestamp} differs from the "
                                  f"parent's modification time ({stamp}); not enforced")
 
+    def set_backing(self, parent: Any, path: Path | None, check_only: bool = False) -> None:
+        """Point this differencing image at another parent (qemu-img rebase): the parent's
+        identity (unique id, time stamp, name) and new W2ku/W2ru/MacX locators. With
+        `check_only`, only raise when it cannot be done.
+
+        Crash order: the footer moves to the new end, the locator data goes into that fresh
+        space, then the header (one sector write) switches to it; until then the old
+        reference is whole. The old locator areas stay behind as leaked space."""
+        from .create import locator_data, vhd_time
+
+        self.require_writable()
+        header = self.header
+        if header is None or not self.differencing:
+            raise UnsupportedFeatureError("giving a fixed or dynamic VHD a backing file")
+        if parent is None or path is None:
+            raise UnsupportedFeatureError("removing the parent of a differencing VHD "
+                                          "(convert it to a dynamic image instead)")
+        if parent.size != self.virtual_size:
+            raise DiskspecError(f"parent {path} has {parent.size} bytes, the image {self.virtual_size}")
+        if check_only:
+            return
+        absolute = Path(path).resolve()
+        at = round_up(self.data_end, SECTOR)
+        entries, areas = [], []
+        for code, data in locator_data(absolute, self.backend.path.parent):
+            space = max(1024, round_up(len(data), SECTOR))
+            entries.append(vhd.ParentLocator(code, space, len(data), 0, at))
+            areas.append((at, data + bytes(space - len(data))))
+            at += space
+        self.backend.pwrite(at, self.footer.build())  # 1. the footer at the new end
+        self.barrier()
+        for offset, data in areas:  # 2. the locator data in the space before it
+            self.backend.pwrite(offset, data)
+        self.barrier()
+        empty = vhd.ParentLocator(vhd.PlatformCode.NONE, 0, 0, 0, 0)
+        header.parent_locators = entries + [empty] * (len(header.parent_locators) - len(entries))
+        pe = parent.engine
+        header.parent_unique_id = pe.footer.unique_id if isinstance(pe, VhdEngine) else bytes(16)
+        header.parent_timestamp = vhd_time(Path(path).stat().st_mtime)
+        header.parent_unicode_name = absolute.name[:256].ljust(256, "\0")
+        header.update_checksum()
+        self.backend.pwrite(self.footer.data_offset, header.build())  # 3. the switch
+        self.barrier()
+        self.data_end = at
+        self.file_size = max(self.file_size, at + FOOTER)
+
     # -- mapping ---------------------------------------------------------------------------
 
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
