@@ -7,7 +7,8 @@ error (never garbage); flush() makes written data durable (fsync).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -164,3 +165,18 @@ class SplitBackend:
     def close(self) -> None:
         for part in self.parts:
             part.close()
+
+
+@contextmanager
+def new_file(path: Path) -> Iterator[FileBackend]:
+    """A file being created: flushed and closed when the block ends, removed if it fails
+    (no half-made image is ever left behind)."""
+    backend = FileBackend(path, create=True)
+    try:
+        yield backend
+        backend.flush()
+    except BaseException:
+        backend.close()
+        path.unlink(missing_ok=True)
+        raise
+    backend.close()

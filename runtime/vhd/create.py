@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from diskspec.formats import vhd
 
-from ..backend import FileBackend
+from ..backend import FileBackend, new_file
 from ..errors import DiskspecError
 from ..util import ceil_div, round_up
 from . import geometry, locators
@@ -78,19 +78,12 @@ def create(path: Path, size: int | None, subformat: str = "dynamic",
     disk_type = {"dynamic": vhd.DiskType.DYNAMIC, "fixed": vhd.DiskType.FIXED,
                  "differencing": vhd.DiskType.DIFFERENCING}[subformat]
     footer = make_footer(size, chs, disk_type, force_size, creator_code)
-    backend = FileBackend(path, create=True)
-    try:
+    with new_file(path) as backend:
         if disk_type == vhd.DiskType.FIXED:
             backend.truncate(size)  # sparse: the data area reads as zeros
             backend.pwrite(size, footer.build())
         else:
             _write_dynamic(backend, footer, size, block_size, parent_info)
-        backend.flush()
-    except BaseException:
-        backend.close()
-        path.unlink(missing_ok=True)
-        raise
-    backend.close()
     return VhdEngine.open(path, writable=True)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from diskspec.formats import vhdx
 
-from ..backend import FileBackend
+from ..backend import new_file
 from ..errors import DiskspecError
 from ..util import ceil_div, round_up
 from . import guids
@@ -85,8 +85,7 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
         for b in range(blocks):
             bat[b + b // cr] = vhdx.PayloadBlockState.ZERO
 
-    backend = FileBackend(path, create=True)
-    try:
+    with new_file(path) as backend:
         ident = vhdx.FileIdentifier.new(creator="diskspec".ljust(256, "\0"))
         backend.pwrite(0, ident.build())
         header = vhdx.Header.new(sequence_number=1, file_write_guid=uuid.uuid4().bytes_le,
@@ -107,12 +106,6 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
                                               parent_path, path))
         end = data_offset + (blocks * block_size if subformat == "fixed" else 0)
         backend.truncate(max(end, meta_offset + meta_length))  # sparse: data reads as zeros
-        backend.flush()
-    except BaseException:
-        backend.close()
-        path.unlink(missing_ok=True)
-        raise
-    backend.close()
     return VhdxEngine.open(path, writable=True)
 
 
