@@ -1,0 +1,209 @@
+"""Convert speed: `diskspec convert` against `qemu-img convert`, measured in one run.
+
+Creates in a temporary directory (with diskspec's own create/write, runs of whole blocks):
+  half.raw   a raw file with a random half of its 2 MiB blocks written (random data, fixed
+             seed), holes elsewhere
+  half.vhd   a dynamic VHD (2 MiB blocks) with the same guest content
+  half.vhdx  a dynamic VHDX (default block size) with the same guest content
+then converts with both tools, each as its own command line (process start included):
+  VHD  -> raw   -f vpc  -O raw
+  VHDX -> VHD   -f vhdx -O vpc  -o subformat=dynamic,force_size=on
+  raw  -> VHDX  -f raw  -O vhdx
+the best of 3 rounds, tools taking turns, the source's page cache warmed before each round
+(this machine pages out page cache left idle for ~30 s), the destination removed before each
+conversion. Both tools flush the target at the end. Each tool's output is checked once: the
+sha256 of its guest content (read back by `qemu-img convert -O raw`, or the file itself when
+raw) must equal the source's.
+
+Run: python bench/convert.py [--size 256M] [--runs 3]
+Goal (issue 4): diskspec convert >= 1.0x qemu-img's speed on each case. Nothing here asserts
+a time; it prints ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskspec.runtime as ds
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+BLOCK = 2 * MiB
+SEED = 20240611
+MAX_RUN = 32  # blocks per write call when creating (64 MiB)
+GOAL = 1.0
+
+
+@dataclass
+class Case:
+    name: str
+    src: Path
+    src_fmt: str
+    out_fmt: str
+    options: str  # -o for both tools ("" for none)
+    ext: str
+
+
+def runs(blocks: list[int]) -> Iterator[tuple[int, int]]:
+    """(first block, count) of each run of consecutive blocks, at most MAX_RUN long."""
+    i = 0
+    while i < len(blocks):
+        j = i + 1
+        while j < len(blocks) and blocks[j] == blocks[j - 1] + 1 and j - i < MAX_RUN:
+            j += 1
+        yield blocks[i], j - i
+        i = j
+
+
+def make_sources(tmp: Path, size: int) -> dict[str, Path]:
+    """half.raw, half.vhd and half.vhdx with the same guest content."""
+    rng = random.Random(SEED)
+    n = size // BLOCK
+    pool = rng.randbytes(min(MAX_RUN * BLOCK, size) + 16 * MiB)
+    blocks = sorted(rng.sample(range(n), n // 2))
+    paths = {"raw": tmp / "half.raw", "vpc": tmp / "half.vhd", "vhdx": tmp / "half.vhdx"}
+    images = [ds.create(paths["raw"], "raw", size),
+              ds.create(paths["vpc"], "vpc", size, subformat="dynamic", block_size=BLOCK,
+                        force_size=True),
+              ds.create(paths["vhdx"], "vhdx", size)]
+    try:
+        for first, count in runs(blocks):
+            start = rng.randrange(0, len(pool) - count * BLOCK + 1, 512)
+            data = memoryview(pool)[start : start + count * BLOCK]
+            for image in images:
+                image.seek(first * BLOCK)
+                image.write(data)
+    finally:
+        for image in images:
+            image.close()
+    return paths
+
+
+def warm(path: Path) -> None:
+    buf = bytearray(8 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.readv(fd, [buf]):
+            pass
+    finally:
+        os.close(fd)
+
+
+def file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(8 * MiB)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [buf]):
+            h.update(view[:n])
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def guest_sha(qemu: str, path: Path, fmt: str, tmp: Path) -> str:
+    """sha256 of the guest content, read back by qemu-img (the file itself when raw)."""
+    if fmt == "raw":
+        return file_sha(path)
+    out = tmp / "check.raw"
+    out.unlink(missing_ok=True)
+    subprocess.run([qemu, "convert", "-f", fmt, "-O", "raw", str(path), str(out)], check=True)
+    try:
+        return file_sha(out)
+    finally:
+        out.unlink()
+
+
+def commands(case: Case, qemu: str, dst: Path) -> dict[str, list[str]]:
+    opts = ["-o", case.options] if case.options else []
+    tail = ["-f", case.src_fmt, "-O", case.out_fmt, *opts, str(case.src), str(dst)]
+    return {"qemu-img": [qemu, "convert", *tail],
+            "diskspec": [sys.executable, "-m", "diskspec.runtime", "convert", *tail]}
+
+
+def timed(cmd: list[str], dst: Path) -> float:
+    dst.unlink(missing_ok=True)
+    os.sync()  # the previous target's writeback does not land in this one's time
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def measure(case: Case, qemu: str, tmp: Path, runs_: int,
+            truth: str) -> tuple[dict[str, float], dict[str, bool]]:
+    """Best seconds per tool; and whether each tool's output has the source's guest content."""
+    dst = tmp / f"out.{case.ext}"
+    cmds = commands(case, qemu, dst)
+    times: dict[str, list[float]] = {tool: [] for tool in cmds}
+    ok: dict[str, bool] = {}
+    for round_ in range(runs_):
+        order = list(cmds) if round_ % 2 == 0 else list(reversed(cmds))
+        for tool in order:
+            warm(case.src)
+            times[tool].append(timed(cmds[tool], dst))
+            if tool not in ok:
+                ok[tool] = guest_sha(qemu, dst, case.out_fmt, tmp) == truth
+            print(f"  {case.name:12} {tool:9} {times[tool][-1]:7.3f} s", file=sys.stderr, flush=True)
+    dst.unlink(missing_ok=True)
+    return {tool: min(t) for tool, t in times.items()}, ok
+
+
+def parse_size(text: str) -> int:
+    units = {"K": KiB, "M": MiB, "G": GiB}
+    mult = units.get(text[-1:].upper(), 1)
+    value = int(text[:-1] if mult > 1 else text) * mult
+    if value < BLOCK or value % BLOCK:
+        raise argparse.ArgumentTypeError(f"size must be a positive multiple of {BLOCK} bytes")
+    return value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=parse_size, default=GiB, help="virtual size (default 1G)")
+    ap.add_argument("--runs", type=int, default=3, help="rounds (the best of each tool is kept)")
+    args = ap.parse_args()
+    qemu = shutil.which("qemu-img")
+    if qemu is None:
+        sys.exit("qemu-img not found (run bench/setup.sh)")
+    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+    with tempfile.TemporaryDirectory(prefix="diskspec-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.perf_counter()
+        src = make_sources(tmp, args.size)
+        os.sync()
+        truth = file_sha(src["raw"])
+        print(f"created half-allocated raw, VHD and VHDX sources of {args.size / MiB:g} MiB in "
+              f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+        cases = [Case("VHD -> raw", src["vpc"], "vpc", "raw", "", "raw"),
+                 Case("VHDX -> VHD", src["vhdx"], "vhdx", "vpc", "subformat=dynamic,force_size=on", "vhd"),
+                 Case("raw -> VHDX", src["raw"], "raw", "vhdx", "", "vhdx")]
+        results = [(case, *measure(case, qemu, tmp, args.runs, truth)) for case in cases]
+
+    print(f"\nConvert, {args.size / MiB:g} MiB half-allocated sources (random 2 MiB blocks); MB/s of "
+          f"virtual size; best of {args.runs}; source page cache warm; process start included")
+    print(f"{version}; diskspec from {Path(ds.__file__).parent.parent}")
+    head = (f"{'case':12}  {'qemu-img MB/s':>13}  {'diskspec MB/s':>13}  {'diskspec/qemu':>13}  "
+            f"{'content':>7}  goal")
+    print(head)
+    print("-" * len(head))
+    for case, best, ok in results:
+        q, d = args.size / best["qemu-img"] / 1e6, args.size / best["diskspec"] / 1e6
+        content = "ok" if all(ok.values()) else "WRONG " + ",".join(k for k, v in ok.items() if not v)
+        mark = f">={GOAL:g}x {'ok' if d / q >= GOAL else 'MISS'}"
+        print(f"{case.name:12}  {q:13.0f}  {d:13.0f}  {d / q:12.2f}x  {content:>7}  {mark}")
+
+
+if __name__ == "__main__":
+    main()
