@@ -4,7 +4,8 @@ Sparse-aware from the sources' block status: runs that read as zeros (holes, una
 blocks, host-file holes under data) are never read or written, and inside data the aligned
 all-zero pieces of at least `sparse_size` bytes (qemu-img's -S, default 4 KiB; 0 writes
 everything) are skipped too, so the target stays sparse. Data moves in large positioned
-reads into one preallocated buffer; between two raw files it moves with os.copy_file_range.
+reads into one preallocated buffer, written from there; with nothing to scan (-S 0) between
+two raw files it moves with os.copy_file_range, file to file in the kernel.
 
 Crash safety: a new target is built under a temporary name next to the destination, written
 without the engine's write barriers, flushed once, and renamed over the destination only when
@@ -28,6 +29,7 @@ from .image import create as create_image
 from .image import open as open_image
 from .mapping import MapEntry, block_status, merged
 from .raw import RawEngine
+from .sparse import ZeroScanner, data_runs
 
 CHUNK = 8 << 20
 DEFAULT_SPARSE = 4096
@@ -93,7 +95,9 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
             tmp.unlink(missing_ok=True)
             raise
     try:
-        out.engine.barriers = False
+        # A new target is a temporary file, deleted on failure: no barriers needed inside
+        # it. An existing one (-n) keeps them unless the caller wants no flushes at all.
+        out.engine.barriers = flush and tmp is None
         stats = _copy_all(sources, out, total, sparse_size, zero_target=not no_create or target_is_zero,
                           progress=progress, chunk=chunk)
         _close(out, flush)
@@ -111,15 +115,12 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
 
 
 def _close(out: Image, flush: bool) -> None:
-    """Close the target with at most one fsync (Image.close would flush again)."""
+    """Close the target with at most one fsync: the engine writes its closing metadata
+    first (without barriers), then one flush makes all of it durable."""
     if flush:
+        out.engine.finish()
         out.flush()
-    out.engine.flush = _no_flush  # type: ignore[method-assign]
-    out.close()
-
-
-def _no_flush() -> None:
-    pass
+    out.close(sync=False)
 
 
 def _sync_directory(directory: Path) -> None:
@@ -163,7 +164,7 @@ class _Copier:
         self.chunk = max(chunk, sparse_size, 512)
         self.buf = bytearray(self.chunk)
         self.view = memoryview(self.buf)
-        self.zeros = memoryview(bytes(max(sparse_size, 1)))
+        self.scanner = ZeroScanner(sparse_size, self.chunk) if sparse_size else None
         self.stats = stats
         out_fd = getattr(out.engine.backend, "fd", -1)
         #: a raw target maps guest offsets 1:1 onto its file: data can go file to file
@@ -173,11 +174,14 @@ class _Copier:
 
     def copy(self, e: MapEntry, base: int) -> None:
         src_fd = getattr(e.image.engine.backend, "fd", -1)
-        direct = self.out_fd >= 0 and e.offset is not None and isinstance(src_fd, int) and src_fd >= 0
-        if direct and self.sparse == 0:
-            assert e.offset is not None
+        if self.scanner is None and self.out_fd >= 0 and e.offset is not None \
+                and isinstance(src_fd, int) and src_fd >= 0:
+            # nothing to look at: the kernel copies file to file
             self._copy_range(src_fd, e.offset, base + e.start, e.length)
             return
+        # The data has to pass through memory for the zero scan anyway, so it is read once
+        # into the buffer and written from there (read + copy_file_range would read twice).
+        write = self.out.engine.write
         pos = e.start
         while pos < e.end:
             n = min(self.chunk, e.end - pos)
@@ -186,13 +190,10 @@ class _Copier:
                 e.image.engine.backend.readinto(e.offset + pos - e.start, view)
             else:
                 e.image.read_at(pos, view)
-            for a, b in self._pieces(n, base + pos):
-                if direct:
-                    assert e.offset is not None
-                    self._copy_range(src_fd, e.offset + pos - e.start + a, base + pos + a, b - a)
-                else:
-                    self.out.engine.write(base + pos + a, view[a:b])
-                    self.stats.written += b - a
+            guest = base + pos
+            for a, b in self._pieces(n, guest):
+                write(guest + a, view[a:b])
+                self.stats.written += b - a
             pos += n
             if self.progress is not None:
                 self.progress(base + pos, self.total)
@@ -200,27 +201,11 @@ class _Copier:
     def _pieces(self, n: int, guest: int) -> list[tuple[int, int]]:
         """Runs [a, b) of the buffer's first n bytes to write: everything but the pieces of
         `sparse` bytes (aligned to the guest offset) that are all zero."""
-        step = self.sparse
-        if step == 0:
+        if self.scanner is None:
             return [(0, n)]
-        buf, zeros = self.buf, self.zeros
-        runs: list[tuple[int, int]] = []
-        start = -1
-        i = 0
-        first = (-guest) % step or step
-        while i < n:
-            j = min(n, i + (first if i == 0 else step))
-            if buf.startswith(zeros[: j - i], i, j):
-                if start >= 0:
-                    runs.append((start, i))
-                    start = -1
-                self.stats.skipped_zero += j - i
-            elif start < 0:
-                start = i
-            i = j
-        if start >= 0:
-            runs.append((start, n))
-        return runs
+        zero = self.scanner.zero_runs(self.buf, n, (-guest) % self.sparse or self.sparse)
+        self.stats.skipped_zero += sum(b - a for a, b in zero)
+        return data_runs(zero, n)
 
     def _copy_range(self, src_fd: int, src: int, dst: int, length: int) -> None:
         out_fd = self.out_fd

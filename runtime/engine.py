@@ -74,8 +74,16 @@ class Engine(ABC):
     def flush(self) -> None:
         self.backend.flush()
 
+    def finish(self) -> None:
+        """Write what closing would write (the format's "clean" state) and keep the image
+        open: a caller that syncs once itself calls this, then flush(), then close()."""
+
     def close(self) -> None:
-        self.backend.close()
+        try:
+            if self.writable:
+                self.finish()
+        finally:
+            self.backend.close()
 
     def barrier(self) -> None:
         """Make the writes so far durable before the next step of a crash-safe sequence."""

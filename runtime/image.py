@@ -36,6 +36,7 @@ class Image(io.RawIOBase):
         self.engine = engine
         self.path = path
         self._pos = 0
+        self._sync_on_close = True
         # Positioned reads, specialised by the engine for the common case: the hot path of
         # random reads is then one closure call and one preadv/pread.
         self.read_at: Callable[[int, memoryview], None] = engine.fast_reader(self._read_at)
@@ -108,11 +109,14 @@ class Image(io.RawIOBase):
         return len(view)
 
     def flush(self) -> None:
-        if not self.closed and self.engine.writable:
+        if not self.closed and self.engine.writable and self._sync_on_close:
             self.engine.flush()
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
+        """Close (the parents too); `sync` False skips the final flush, for a caller that
+        has made the image durable itself or does not want it durable (qemu's cache=unsafe)."""
         if not self.closed:
+            self._sync_on_close = sync
             try:
                 super().close()  # flushes
             finally:

@@ -455,7 +455,7 @@ class VhdxEngine(Engine):
             self.header_slot ^= 1
             h.update_checksum()
             self.file_backend.pwrite(HEADER_SLOTS[self.header_slot], h.build())
-            self.file_backend.flush()
+            self.barrier()
 
     def _start_session(self) -> None:
         """Before the first change: new file/data write GUIDs and a fresh log GUID."""
@@ -469,7 +469,7 @@ class VhdxEngine(Engine):
         empty = log.build_entry(self.log_sequence, 0, log_guid, self.file_backend.size() // MIB * MIB,
                                 round_up(self.file_backend.size(), MIB), [])
         self.file_backend.pwrite(self.header.log_offset, empty)
-        self.file_backend.flush()
+        self.barrier()
         self._write_header(log_guid=log_guid, new_guids=True)
         self.log_head = len(empty)
         self.session_started = True
@@ -513,13 +513,11 @@ class VhdxEngine(Engine):
     def flush(self) -> None:
         self.file_backend.flush()
 
-    def close(self) -> None:
-        try:
-            if self.session_started and self.writable:
-                self.file_backend.flush()
-                self._write_header(log_guid=bytes(16))  # clean: nothing left to replay
-        finally:
-            self.backend.close()
+    def finish(self) -> None:
+        if self.session_started and self.writable:
+            self.barrier()
+            self._write_header(log_guid=bytes(16))  # clean: nothing left to replay
+            self.session_started = False
 
     # -- writing ---------------------------------------------------------------------------
 
