@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-import crc32c as _crc32c
-
 from .errors import (
     BuildError,
     CorruptError,
@@ -61,8 +59,11 @@ def ones_complement_sum(data: Buffer) -> int:
 
 
 def crc32c(data: Buffer) -> int:
-    """CRC-32C (Castagnoli), C-backed."""
-    return _crc32c.crc32c(data)
+    """CRC-32C (Castagnoli), C-backed. The package is imported on first use: its import
+    costs ~30 ms (it loads importlib.metadata), which tools that never need it should not pay."""
+    import crc32c as impl
+
+    return impl.crc32c(data)
 
 
 def crc32(data: Buffer) -> int:

@@ -18,32 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .copier import ConvertStats, Copier, Progress
 from .errors import DiskspecError
 from .image import Image
 from .image import create as create_image
 from .image import open as open_image
-from .mapping import MapEntry, block_status, merged
-from .raw import RawEngine
-from .sparse import ZeroScanner, data_runs
 
 CHUNK = 8 << 20
 DEFAULT_SPARSE = 4096
 MAX_SPARSE = 16 << 20
-
-Progress = Callable[[int, int], None]
-
-
-@dataclass
-class ConvertStats:
-    size: int = 0  # guest bytes converted
-    written: int = 0  # bytes written to the target
-    skipped_zero: int = 0  # guest bytes not written because they read as zeros
-
 
 def check_sparse_size(value: int) -> int:
     if value < 0 or value % 512 or value > MAX_SPARSE:
@@ -98,8 +85,8 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
         # A new target is a temporary file, deleted on failure: no barriers needed inside
         # it. An existing one (-n) keeps them unless the caller wants no flushes at all.
         out.engine.barriers = flush and tmp is None
-        stats = _copy_all(sources, out, total, sparse_size, zero_target=not no_create or target_is_zero,
-                          progress=progress, chunk=chunk)
+        stats = ConvertStats(size=total)
+        Copier(out, sparse_size, not no_create or target_is_zero, chunk, stats, progress).run(sources)
         _close(out, flush)
         if tmp is not None:
             os.replace(tmp, path)
@@ -131,100 +118,3 @@ def _sync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _copy_all(sources: Sequence[Image], out: Image, total: int, sparse_size: int, zero_target: bool,
-              progress: Progress | None, chunk: int) -> ConvertStats:
-    stats = ConvertStats(size=total)
-    copier = _Copier(out, sparse_size if zero_target else 0, chunk, stats)
-    copier.progress, copier.total = progress, total
-    base = 0
-    if progress is not None:
-        progress(0, total)
-    for src in sources:
-        for e in merged(block_status(src, host_holes="all")):
-            if e.zero:
-                stats.skipped_zero += e.length
-                if not zero_target:
-                    copier.zero(base + e.start, e.length)
-            else:
-                copier.copy(e, base)
-            if progress is not None:
-                progress(base + e.end, total)
-        base += src.size
-    return stats
-
-
-class _Copier:
-    """Moves data runs into the target through one preallocated buffer."""
-
-    def __init__(self, out: Image, sparse_size: int, chunk: int, stats: ConvertStats):
-        self.out = out
-        self.sparse = sparse_size
-        self.chunk = max(chunk, sparse_size, 512)
-        self.buf = bytearray(self.chunk)
-        self.view = memoryview(self.buf)
-        self.scanner = ZeroScanner(sparse_size, self.chunk) if sparse_size else None
-        self.stats = stats
-        out_fd = getattr(out.engine.backend, "fd", -1)
-        #: a raw target maps guest offsets 1:1 onto its file: data can go file to file
-        self.out_fd = out_fd if isinstance(out.engine, RawEngine) and isinstance(out_fd, int) else -1
-        self.progress: Progress | None = None
-        self.total = 0
-
-    def copy(self, e: MapEntry, base: int) -> None:
-        src_fd = getattr(e.image.engine.backend, "fd", -1)
-        if self.scanner is None and self.out_fd >= 0 and e.offset is not None \
-                and isinstance(src_fd, int) and src_fd >= 0:
-            # nothing to look at: the kernel copies file to file
-            self._copy_range(src_fd, e.offset, base + e.start, e.length)
-            return
-        # The data has to pass through memory for the zero scan anyway, so it is read once
-        # into the buffer and written from there (read + copy_file_range would read twice).
-        write = self.out.engine.write
-        pos = e.start
-        while pos < e.end:
-            n = min(self.chunk, e.end - pos)
-            view = self.view[:n]
-            if e.offset is not None:
-                e.image.engine.backend.readinto(e.offset + pos - e.start, view)
-            else:
-                e.image.read_at(pos, view)
-            guest = base + pos
-            for a, b in self._pieces(n, guest):
-                write(guest + a, view[a:b])
-                self.stats.written += b - a
-            pos += n
-            if self.progress is not None:
-                self.progress(base + pos, self.total)
-
-    def _pieces(self, n: int, guest: int) -> list[tuple[int, int]]:
-        """Runs [a, b) of the buffer's first n bytes to write: everything but the pieces of
-        `sparse` bytes (aligned to the guest offset) that are all zero."""
-        if self.scanner is None:
-            return [(0, n)]
-        zero = self.scanner.zero_runs(self.buf, n, (-guest) % self.sparse or self.sparse)
-        self.stats.skipped_zero += sum(b - a for a, b in zero)
-        return data_runs(zero, n)
-
-    def _copy_range(self, src_fd: int, src: int, dst: int, length: int) -> None:
-        out_fd = self.out_fd
-        while length > 0:
-            n = os.copy_file_range(src_fd, out_fd, length, src, dst)
-            if n <= 0:  # the source file is shorter than its map says
-                raise DiskspecError(f"short copy at source file offset {src}")
-            src, dst, length = src + n, dst + n, length - n
-            self.stats.written += n
-
-    def zero(self, offset: int, length: int) -> None:
-        """Make [offset, offset+length) of an existing target read as zeros."""
-        zero_buf = memoryview(bytes(min(self.chunk, max(length, 1))))
-        for e in block_status(self.out, offset, length, host_holes="all"):
-            if e.zero:
-                continue
-            pos = e.start
-            while pos < e.end:
-                n = min(len(zero_buf), e.end - pos)
-                self.out.engine.write(pos, zero_buf[:n])
-                self.stats.written += n
-                pos += n

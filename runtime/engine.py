@@ -76,7 +76,9 @@ class Engine(ABC):
 
     def finish(self) -> None:
         """Write what closing would write (the format's "clean" state) and keep the image
-        open: a caller that syncs once itself calls this, then flush(), then close()."""
+        open: a caller that syncs once itself calls this, then flush(), then close().
+        Formats without such a state have nothing to write."""
+        return
 
     def close(self) -> None:
         try:

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 from .engine import Engine
 from .errors import DiskspecError, NotThisFormatError
-from .raw import RawEngine
 
 PROBE_BYTES = 64 * 1024
 
 
-def engines() -> dict[str, type[Engine]]:
-    """Format name (qemu-img's where it has one) -> engine class."""
-    from .vhd.engine import VhdEngine
-    from .vhdx.engine import VhdxEngine
-
-    return {"raw": RawEngine, "vpc": VhdEngine, "vhdx": VhdxEngine}
-
+#: format name (qemu-img's where it has one) -> module and class of its engine; an engine
+#: is imported when first asked for, so a tool pays only for the formats it touches
+ENGINES = {"raw": (".raw", "RawEngine"), "vpc": (".vhd.engine", "VhdEngine"),
+           "vhdx": (".vhdx.engine", "VhdxEngine")}
 
 ALIASES = {"vhd": "vpc"}
 
 
+def _load(name: str) -> type[Engine]:
+    module, cls = ENGINES[name]
+    engine: type[Engine] = getattr(importlib.import_module(module, __package__), cls)
+    return engine
+
+
+def engines() -> dict[str, type[Engine]]:
+    """Format name -> engine class, for every format."""
+    return {name: _load(name) for name in ENGINES}
+
+
 def engine_for(name: str) -> type[Engine]:
-    known = engines()
     key = ALIASES.get(name, name)
-    if key not in known:
-        raise DiskspecError(f"unknown format {name!r} (known: {', '.join(sorted(known))})")
-    return known[key]
+    if key not in ENGINES:
+        raise DiskspecError(f"unknown format {name!r} (known: {', '.join(sorted(ENGINES))})")
+    return _load(key)
 
 
 def probe(path: Path) -> type[Engine]:
