@@ -86,7 +86,8 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
         # it. An existing one (-n) keeps them unless the caller wants no flushes at all.
         out.engine.barriers = flush and tmp is None
         stats = ConvertStats(size=total)
-        Copier(out, sparse_size, not no_create or target_is_zero, chunk, stats, progress).run(sources)
+        Copier(out, sparse_size, not no_create or target_is_zero, chunk, stats, progress,
+               writeback=flush).run(sources)
         _close(out, flush)
         if tmp is not None:
             os.replace(tmp, path)

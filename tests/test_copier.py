@@ -214,3 +214,31 @@ def test_a_new_target_is_synced_once(vhd_source: Path, tmp_path: Path, target: s
         assert len(temp) <= 2
         with ds.open(dst) as out:  # closed clean: a VHDX needs no replay
             assert not out.engine.warnings
+
+
+def test_disk_writes_start_during_a_durable_copy(vhd_source: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import diskspec.runtime.backend as backend
+    import diskspec.runtime.copier as copier
+
+    assert backend._sync_file_range() is not None  # Linux: libc's sync_file_range is found
+    started: list[Path] = []
+    real = FileBackend.start_writeback
+
+    def recording(self: FileBackend) -> None:
+        started.append(self.path)
+        real(self)  # the real call, on the real descriptor
+
+    monkeypatch.setattr(FileBackend, "start_writeback", recording)
+    monkeypatch.setattr(copier, "WRITEBACK_STEP", 64 * KiB)
+    for target in ("raw", "vpc", "vhdx"):
+        for flush in (True, False):
+            started.clear()
+            dst = tmp_path / f"wb-{flush}.{target}"
+            with ds.open(vhd_source) as src:
+                stats = convert([src], dst, target, chunk=256 * KiB, flush=flush)
+            if flush:  # about one start per 64 KiB written, on the temporary target
+                assert 3 <= len(started) <= stats.written // (64 * KiB)
+                assert all(p.name.endswith(".diskspec-part") for p in started)
+            else:
+                assert started == []
