@@ -59,7 +59,7 @@ def measure(fmt: str, options: dict[str, Any] | None = None, *, size: int | None
             scratch.engine.barriers = False
             return _simulate(scratch, source)
         finally:
-            scratch.close()
+            scratch.close(sync=False)  # a scratch file: nothing to make durable
 
 
 def _length(image: Image) -> int:
