@@ -260,3 +260,18 @@ def test_vhdx_headers_from_qemu_verify_and_every_flip_fails(make_image: Any) -> 
         corrupt = bytearray(data)
         corrupt[at + 60000] ^= 1
         assert not vhdx.RegionTable.verify_buffer(bytes(corrupt), at)
+
+
+@pytest.mark.parametrize("found", [True, False])
+def test_crc32c_extension_loaded_alone_or_through_the_package(found: bool,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check value of the CRC-32C catalogue, by either way of loading the C function."""
+    import importlib.util
+
+    if not found:  # an unknown package layout: the package is imported as usual
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    fn = _codec._crc32c_function.__wrapped__()
+    assert fn(b"123456789") == 0xE3069283
+    assert fn(bytes(4096)) == _codec.crc32c(bytes(4096))
+    if found:
+        assert fn.__module__ == "crc32c._crc32c"
