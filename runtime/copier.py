@@ -55,7 +55,7 @@ class Copier:
         self.sparse = sparse_size if zero_target else 0
         self.zero_target = zero_target
         self.chunk = max(chunk, self.sparse, 512)
-        self.views = [memoryview(bytearray(self.chunk)) for _ in range(2)]
+        self.buffers = [bytearray(), bytearray()]  # grown to the jobs' size when needed
         self.scanner = ZeroScanner(self.sparse, self.chunk) if self.sparse else None
         self.stats = stats
         self.progress = progress
@@ -79,7 +79,7 @@ class Copier:
             while job is not None:
                 following = next(jobs, None)
                 ahead = self._prefetch(reader, following, 1 - k)  # the other buffer
-                self._do(job, pending, self.views[k])
+                self._do(job, pending, self._buffer(k, job.length))
                 if self.progress is not None:
                     self.progress(job.target + job.length, total)
                 job, pending, k = following, ahead, 1 - k
@@ -110,7 +110,14 @@ class Copier:
             return None
         e = job.entry
         at = job.entry.offset + job.start - e.start
-        return reader.submit(e.image.engine.backend.readinto, at, self.views[k][: job.length])
+        return reader.submit(e.image.engine.backend.readinto, at, self._buffer(k, job.length))
+
+    def _buffer(self, k: int, n: int) -> memoryview:
+        """The first n bytes of buffer k. Buffers start empty and grow (up to the chunk size)
+        only as far as the jobs need: zeroing 2 x 8 MiB up front costs more than small copies."""
+        if len(self.buffers[k]) < n:  # a new object: a view of the old one may still exist
+            self.buffers[k] = bytearray(max(n, min(self.chunk, 2 * len(self.buffers[k]))))
+        return memoryview(self.buffers[k])[:n]
 
     def _do(self, job: _Job, pending: Future[None] | None, buffer: memoryview) -> None:
         e = job.entry
