@@ -10,7 +10,6 @@ check vpc, so `qemu-img check` is never used here.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -45,6 +44,7 @@ from diskspec.runtime.errors import (
 from diskspec.runtime.extent import State
 
 from .conftest import run
+from .shadow import ds_read, op_lists, run_ops, sha, write_both
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -53,10 +53,6 @@ FOOTER = 512
 
 
 # -- oracles and helpers -------------------------------------------------------------------
-
-
-def sha(data: bytes | bytearray) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def qemu_raw(qemu_img: str, path: Path) -> bytes:
@@ -105,13 +101,6 @@ def vhdi_read(pyvhdi: Any, path: Path) -> tuple[int, bytes]:
         f.close()
 
 
-def ds_read(path: Path, **kwargs: Any) -> bytes:
-    with ds.open(path, **kwargs) as image:
-        data = image.read()
-        assert len(data) == image.size
-        return data
-
-
 def footer_of(path: Path) -> vhd.Footer:
     data = path.read_bytes()
     return vhd.Footer.parse(data, len(data) - FOOTER)
@@ -156,12 +145,6 @@ def poke(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as f:
         f.seek(offset if offset >= 0 else path.stat().st_size + offset)
         f.write(data)
-
-
-def write_both(image: ds.Image, shadow: bytearray, offset: int, data: bytes) -> None:
-    image.seek(offset)
-    assert image.write(data) == len(data)
-    shadow[offset : offset + len(data)] = data
 
 
 def edge_writes(size: int, block: int = 2 * MiB) -> list[tuple[int, int]]:
@@ -583,14 +566,7 @@ def test_create_differencing_over_raw_of_odd_size(tmp_path: Path) -> None:
 WORKLOADS = ["fixed", "dynamic", "dynamic-4K-blocks", "qemu-dynamic", "differencing-over-raw",
              "differencing-over-vhd"]
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("write"), st.integers(0, 1 << 23),
-                  st.one_of(st.integers(1, 1100), st.integers(1, 1_300_000)), st.integers(0, 1 << 30)),
-        st.tuples(st.just("read"), st.integers(0, 1 << 23), st.integers(1, 1_300_000), st.just(0)),
-        st.tuples(st.just("reopen"), st.just(0), st.just(0), st.just(0)),
-    ),
-    min_size=1, max_size=10)
+OPS = op_lists(1_300_000)
 
 
 def workload_image(kind: str, d: Path, qemu_img: str) -> tuple[Path, bytearray]:
@@ -623,25 +599,7 @@ def test_random_workload_matches_raw_shadow(tmp_path: Path, qemu_img: str, kind:
     def workload(ops: list[tuple[str, int, int, int]]) -> None:
         d = Path(tempfile.mkdtemp(dir=tmp_path))
         path, shadow = workload_image(kind, d, qemu_img)
-        size = len(shadow)
-        image = ds.open(path, "r+")
-        try:
-            for op, offset, length, seed in ops:
-                offset %= size
-                length = min(length, size - offset)
-                if op == "write":
-                    write_both(image, shadow, offset, random.Random(seed).randbytes(length))
-                elif op == "read":
-                    image.seek(offset)
-                    assert image.read(length) == shadow[offset : offset + length]
-                else:
-                    image.close()
-                    image = ds.open(path, "r+")
-        finally:
-            image.close()
-        assert sha(ds_read(path)) == sha(shadow)
-        with ds.open(path) as again:
-            assert again.engine.check().clean
+        run_ops(path, shadow, ops)
         if kind.startswith("differencing"):  # qemu reads the child alone
             assert sha(qemu_raw(qemu_img, path)) == sha(ds_read(path, backing=False))
         else:

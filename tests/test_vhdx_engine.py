@@ -54,6 +54,7 @@ from diskspec.runtime.extent import State
 from diskspec.runtime.vhdx.engine import VhdxEngine
 
 from .conftest import require_tool, run
+from .shadow import ds_read, op_lists, run_ops, sha, write_both
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -70,10 +71,6 @@ FULLY_PRESENT = 6
 
 
 # -- oracles and helpers -------------------------------------------------------------------
-
-
-def sha(data: bytes | bytearray) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def qemu_raw(qemu_img: str, path: Path) -> bytes:
@@ -162,13 +159,6 @@ def vhdi_read(pyvhdi: Any, path: Path, parent: Path | None = None) -> tuple[int,
             p.close()
 
 
-def ds_read(path: Path, **kwargs: Any) -> bytes:
-    with ds.open(path, **kwargs) as image:
-        data = image.read()
-        assert len(data) == image.size
-        return data
-
-
 def poke(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -179,12 +169,6 @@ def peek(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
-
-
-def write_both(image: ds.Image, shadow: bytearray, offset: int, data: bytes) -> None:
-    image.seek(offset)
-    assert image.write(data) == len(data)
-    shadow[offset : offset + len(data)] = data
 
 
 def edge_writes(size: int, block: int, sector: int = 512) -> list[tuple[int, int]]:
@@ -1197,14 +1181,7 @@ def test_crash_at_every_point(tmp_path: Path, qemu_img: str, kind: str) -> None:
 WORKLOADS = ["fixed", "dynamic", "dynamic-zero", "dynamic-4K", "qemu-dynamic", "differencing-over-vhdx",
              "differencing-over-vhd", "differencing-over-raw", "differencing-4K-over-raw"]
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("write"), st.integers(0, 1 << 23),
-                  st.one_of(st.integers(1, 1100), st.integers(1, 2_300_000)), st.integers(0, 1 << 30)),
-        st.tuples(st.just("read"), st.integers(0, 1 << 23), st.integers(1, 2_300_000), st.just(0)),
-        st.tuples(st.just("reopen"), st.just(0), st.just(0), st.just(0)),
-    ),
-    min_size=1, max_size=10)
+OPS = op_lists(2_300_000)
 
 
 def workload_image(kind: str, d: Path, qemu_img: str) -> tuple[Path, bytearray]:
@@ -1248,25 +1225,7 @@ def test_random_workload_matches_raw_shadow(tmp_path: Path, qemu_img: str, kind:
     def workload(ops: list[tuple[str, int, int, int]]) -> None:
         d = Path(tempfile.mkdtemp(dir=tmp_path))
         path, shadow = workload_image(kind, d, qemu_img)
-        size = len(shadow)
-        image = ds.open(path, "r+")
-        try:
-            for op, offset, length, seed in ops:
-                offset %= size
-                length = min(length, size - offset)
-                if op == "write":
-                    write_both(image, shadow, offset, random.Random(seed).randbytes(length))
-                elif op == "read":
-                    image.seek(offset)
-                    assert image.read(length) == shadow[offset : offset + length]
-                else:
-                    image.close()
-                    image = ds.open(path, "r+")
-        finally:
-            image.close()
-        assert sha(ds_read(path)) == sha(shadow)
-        with ds.open(path) as again:
-            assert again.engine.check().clean
+        run_ops(path, shadow, ops)
         if qemu_reads(4096 if "4K" in kind else 512, kind.startswith("differencing")):
             qemu_check(qemu_img, path)
             assert sha(qemu_raw(qemu_img, path)) == sha(shadow)
