@@ -37,16 +37,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import MAX_RUN, runs, warm
 
 import diskspec.runtime as ds
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 2 * MiB
 SEED = 20240611
-MAX_RUN = 32  # blocks per write call when creating (64 MiB)
 GOAL = 1.0
 
 
@@ -58,17 +58,6 @@ class Case:
     out_fmt: str
     options: str  # -o for both tools ("" for none)
     ext: str
-
-
-def runs(blocks: list[int]) -> Iterator[tuple[int, int]]:
-    """(first block, count) of each run of consecutive blocks, at most MAX_RUN long."""
-    i = 0
-    while i < len(blocks):
-        j = i + 1
-        while j < len(blocks) and blocks[j] == blocks[j - 1] + 1 and j - i < MAX_RUN:
-            j += 1
-        yield blocks[i], j - i
-        i = j
 
 
 def make_sources(tmp: Path, size: int) -> dict[str, Path]:
@@ -93,16 +82,6 @@ def make_sources(tmp: Path, size: int) -> dict[str, Path]:
         for image in images:
             image.close()
     return paths
-
-
-def warm(path: Path) -> None:
-    buf = bytearray(8 * MiB)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while os.readv(fd, [buf]):
-            pass
-    finally:
-        os.close(fd)
 
 
 def file_sha(path: Path) -> str:

@@ -43,10 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common import MAX_RUN, runs, warm
 
 import diskspec.runtime as ds
 
@@ -57,7 +59,6 @@ RND = 4 * KiB
 SEED = 20240603
 #: VHD's largest size (0xFF000000 sectors, 2040 GiB): "sparse 2 TiB" below
 HUGE = 0xFF000000 * 512
-MAX_RUN = 32  # blocks per write call when creating (64 MiB)
 
 GOAL_SEQ_RAW = 0.90
 GOAL_RND_RAW = 0.50
@@ -88,17 +89,6 @@ class Pair:
     @property
     def ext(self) -> str:
         return "vhd" if self.fmt == "vpc" else self.fmt
-
-
-def runs(blocks: list[int]) -> Iterator[tuple[int, int]]:
-    """(first block, count) of each run of consecutive blocks, at most MAX_RUN long."""
-    i = 0
-    while i < len(blocks):
-        j = i + 1
-        while j < len(blocks) and blocks[j] == blocks[j - 1] + 1 and j - i < MAX_RUN:
-            j += 1
-        yield blocks[i], j - i
-        i = j
 
 
 def make_pair(tmp: Path, name: str, size: int, blocks: list[int], rng: random.Random,
@@ -156,16 +146,6 @@ def make_huge(tmp: Path) -> Path:
 
 def huge_blocks() -> list[int]:
     return [0, HUGE // 3 // BLOCK * BLOCK, HUGE // 2 // BLOCK * BLOCK, HUGE - BLOCK]
-
-
-def warm(path: Path) -> None:
-    buf = bytearray(8 * MiB)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while os.readv(fd, [buf]):
-            pass
-    finally:
-        os.close(fd)
 
 
 # -- readers -------------------------------------------------------------------------------
