@@ -25,6 +25,7 @@ from .image import Image
 from .mapping import MapEntry, block_status, merged
 from .raw import RawEngine
 from .sparse import ZeroScanner, data_runs
+from .util import ZEROS
 
 Progress = Callable[[int, int], None]
 WRITEBACK_STEP = 32 << 20  # bytes copied between two writeback starts
@@ -43,6 +44,12 @@ class _Job:
     length: int
     entry: MapEntry  # the source run it comes from
     start: int  # guest offset in the source image
+    direct: bool  # file to file in the kernel (copy_file_range), never through a buffer
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the job's data passes through one of the buffers."""
+        return not (self.entry.zero or self.direct)
 
 
 class Copier:
@@ -79,7 +86,7 @@ class Copier:
             while job is not None:
                 following = next(jobs, None)
                 ahead = self._prefetch(reader, following, 1 - k)  # the other buffer
-                self._do(job, pending, self._buffer(k, job.length))
+                self._do(job, pending, k)
                 if self.progress is not None:
                     self.progress(job.target + job.length, total)
                 job, pending, k = following, ahead, 1 - k
@@ -90,9 +97,10 @@ class Copier:
             for e in merged(block_status(src, host_holes="all")):
                 # a zero run is one job; data in chunks (file-to-file copies in bigger ones,
                 # so that progress still moves)
-                step = e.length if e.zero else self.chunk * (16 if self._whole_range_copy(e) else 1)
+                direct = not e.zero and self._whole_range_copy(e)
+                step = e.length if e.zero else self.chunk * (16 if direct else 1)
                 for pos in range(e.start, e.end, step):
-                    yield _Job(base + pos, min(step, e.end - pos), e, pos)
+                    yield _Job(base + pos, min(step, e.end - pos), e, pos, direct)
             base += src.size
 
     def _whole_range_copy(self, e: MapEntry) -> bool:
@@ -106,7 +114,7 @@ class Copier:
         return fd if isinstance(fd, int) else -1
 
     def _prefetch(self, reader: ThreadPoolExecutor, job: _Job | None, k: int) -> Future[None] | None:
-        if job is None or job.entry.zero or job.entry.offset is None or self._whole_range_copy(job.entry):
+        if job is None or not job.buffered or job.entry.offset is None:
             return None
         e = job.entry
         at = job.entry.offset + job.start - e.start
@@ -119,18 +127,18 @@ class Copier:
             self.buffers[k] = bytearray(max(n, min(self.chunk, 2 * len(self.buffers[k]))))
         return memoryview(self.buffers[k])[:n]
 
-    def _do(self, job: _Job, pending: Future[None] | None, buffer: memoryview) -> None:
+    def _do(self, job: _Job, pending: Future[None] | None, k: int) -> None:
         e = job.entry
         if e.zero:
             self.stats.skipped_zero += job.length
             if not self.zero_target:
                 self._zero(job.target, job.length)
             return
-        if self._whole_range_copy(e):
+        if job.direct:
             assert e.offset is not None
             self._copy_range(self._source_fd(e), e.offset + job.start - e.start, job.target, job.length)
             return
-        view = buffer[: job.length]
+        view = self._buffer(k, job.length)  # at most one chunk: only buffered jobs get here
         if pending is not None:
             pending.result()  # the read's error, if any, is raised here
         else:
@@ -170,13 +178,12 @@ class Copier:
 
     def _zero(self, offset: int, length: int) -> None:
         """Make [offset, offset+length) of an existing target read as zeros."""
-        zeros = memoryview(bytes(min(self.chunk, max(length, 1))))
         for e in block_status(self.out, offset, length, host_holes="all"):
             if e.zero:
                 continue
             pos = e.start
             while pos < e.end:
-                n = min(len(zeros), e.end - pos)
-                self.out.engine.write(pos, zeros[:n])
+                n = min(len(ZEROS), e.end - pos)
+                self.out.engine.write(pos, ZEROS[:n])
                 self._wrote(n)
                 pos += n

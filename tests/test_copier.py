@@ -242,3 +242,33 @@ def test_disk_writes_start_during_a_durable_copy(vhd_source: Path, tmp_path: Pat
                 assert all(p.name.endswith(".diskspec-part") for p in started)
             else:
                 assert started == []
+
+
+@pytest.mark.parametrize(("target", "sparse"), [("raw", 4096), ("raw", 0), ("vpc", 4096), ("vhdx", 4096)])
+def test_huge_holes_and_file_copies_need_no_big_buffers(tmp_path: Path, target: str, sparse: int,
+                                                        qemu_img: str) -> None:
+    """A 1 TiB hole is one job that is never read, and a file-to-file copy (-S 0, raw to raw)
+    never passes through memory: neither may size a buffer after itself."""
+    import tracemalloc
+
+    src_path = tmp_path / "sparse.raw"
+    size = 1 << 40
+    tail = os.urandom(12 * MiB)  # -S 0 raw->raw: one 12 MiB kernel copy, no buffer at all
+    with open(src_path, "wb") as f:
+        f.truncate(size)
+        f.seek(size - len(tail))
+        f.write(tail)
+    dst = tmp_path / f"out.{target}"
+    with ds.open(src_path, format="raw") as src:
+        tracemalloc.start()
+        try:
+            stats = convert([src], dst, target, sparse_size=sparse, chunk=1 * MiB)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert stats.written == len(tail) and stats.skipped_zero == size - len(tail)
+    assert peak < 8 * MiB, peak  # two 1 MiB buffers and a 1 MiB zero pattern at most
+    with ds.open(dst) as out:
+        assert out.size == size and out.pread(size - len(tail), len(tail)) == tail
+    if target == "vhdx":
+        run(qemu_img, "check", "-f", target, str(dst))
