@@ -1,13 +1,17 @@
 """Moving guest data into a target image (convert's data path).
 
 The sources' block status is cut into jobs of at most one chunk: zero runs are never read
-(on a zero-initialised target they are not written either), data runs are read into one of
-two preallocated buffers, scanned for all-zero pieces (qemu-img's -S) and written from the
-buffer. While one buffer is scanned and written, a reader thread fills the other one with
-the next job's positioned read (the system calls release the GIL, so reading and writing
-overlap on two cores, as qemu-img's I/O threads do). Only reads at a known file offset are
-prefetched: they touch nothing but the source file; other reads run through the engine on
-the main thread. With nothing to scan (-S 0) between two plain files, data moves with
+(on a zero-initialised target they are not written either); data runs are read into a
+buffer, scanned for all-zero pieces (qemu-img's -S) and written from the buffer.
+
+Reads at a known file offset touch nothing but the source file, so a reader thread does
+them ahead of the writes: consecutive such jobs are grouped into batches of up to one chunk,
+each read into one of DEPTH buffers, and the reader runs up to DEPTH batches ahead of the
+main thread (the system calls release the GIL, so reading and writing overlap on two cores,
+as qemu-img's I/O threads do). Running ahead matters more than the overlap itself: waking a
+sleeping thread costs up to a millisecond on a virtual machine, so a reader that is handed
+one job at a time leaves the writer waiting at every job. Other reads run through the engine
+on the main thread. With nothing to scan (-S 0) between two plain files, data moves with
 os.copy_file_range and never enters user space. When the target is to be flushed at the end,
 its disk writes are started every 32 MiB copied (FileBackend.start_writeback), so that they
 overlap the copy instead of all waiting for the final fsync.
@@ -16,9 +20,10 @@ overlap the copy instead of all waiting for the final fsync.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import DiskspecError
 from .image import Image
@@ -29,6 +34,8 @@ from .util import ZEROS
 
 Progress = Callable[[int, int], None]
 WRITEBACK_STEP = 32 << 20  # bytes copied between two writeback starts
+DEPTH = 3  # batches read ahead (and buffers of up to one chunk each)
+LOOKAHEAD = 64  # at most this many jobs queued ahead of the one being written
 
 
 @dataclass
@@ -48,8 +55,23 @@ class _Job:
 
     @property
     def buffered(self) -> bool:
-        """Whether the job's data passes through one of the buffers."""
+        """Whether the job's data passes through a buffer."""
         return not (self.entry.zero or self.direct)
+
+    @property
+    def file_offset(self) -> int | None:
+        """Where the job's data lies in the source's file (None: only the engine knows)."""
+        e = self.entry
+        return None if e.offset is None else e.offset + self.start - e.start
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Buffered jobs with file offsets, read back to back into one buffer by the reader."""
+    jobs: list[_Job] = field(default_factory=list)
+    size: int = 0
+    buffer: int = -1  # index into Copier.buffers, once submitted
+    read: Future[bytearray] | None = None
 
 
 class Copier:
@@ -62,7 +84,9 @@ class Copier:
         self.sparse = sparse_size if zero_target else 0
         self.zero_target = zero_target
         self.chunk = max(chunk, self.sparse, 512)
-        self.buffers = [bytearray(), bytearray()]  # grown to the jobs' size when needed
+        #: DEPTH buffers for the reader's batches, one for reads on the main thread; each
+        #: grown to the size the jobs need
+        self.buffers = [bytearray() for _ in range(DEPTH + 1)]
         self.scanner = ZeroScanner(self.sparse, self.chunk) if self.sparse else None
         self.stats = stats
         self.progress = progress
@@ -79,17 +103,54 @@ class Copier:
         total = self.stats.size
         if self.progress is not None:
             self.progress(0, total)
-        with ThreadPoolExecutor(1, thread_name_prefix="diskspec-read") as reader:
-            jobs = self._jobs(sources)
-            job, k = next(jobs, None), 0
-            pending = self._prefetch(reader, job, k)
-            while job is not None:
-                following = next(jobs, None)
-                ahead = self._prefetch(reader, following, 1 - k)  # the other buffer
-                self._do(job, pending, k)
+        units = self._units(sources)
+        ahead: deque[_Job | _Batch] = deque()
+        free = list(range(DEPTH))  # buffers no batch is using
+        reader = ThreadPoolExecutor(1, thread_name_prefix="diskspec-read")
+        try:
+            more = True
+            while True:
+                while more and free and len(ahead) < LOOKAHEAD:  # keep the reader busy
+                    unit = next(units, None)
+                    if unit is None:
+                        more = False
+                    else:
+                        if isinstance(unit, _Batch):
+                            unit.buffer = free.pop()
+                            unit.read = reader.submit(self._read_batch, unit, self.buffers[unit.buffer])
+                        ahead.append(unit)
+                if not ahead:
+                    break
+                unit = ahead.popleft()
+                if isinstance(unit, _Batch):
+                    self._write_batch(unit)
+                    free.append(unit.buffer)
+                    last = unit.jobs[-1]
+                else:
+                    self._do(unit)
+                    last = unit
                 if self.progress is not None:
-                    self.progress(job.target + job.length, total)
-                job, pending, k = following, ahead, 1 - k
+                    self.progress(last.target + last.length, total)
+        finally:  # after a failure, reads not yet started are dropped
+            reader.shutdown(wait=True, cancel_futures=True)
+
+    def _units(self, sources: Sequence[Image]) -> Iterator[_Job | _Batch]:
+        """The jobs in order, runs of reads at file offsets grouped into batches."""
+        batch = _Batch()
+        for job in self._jobs(sources):
+            if job.buffered and job.file_offset is not None:
+                if batch.jobs and batch.size + job.length > self.chunk:
+                    yield batch
+                    batch = _Batch()
+                batch.jobs.append(job)
+                batch.size += job.length
+                continue
+            if batch.jobs:
+                yield batch
+                batch = _Batch()
+            yield job
+        if batch.jobs:
+            yield batch
 
     def _jobs(self, sources: Sequence[Image]) -> Iterator[_Job]:
         base = 0
@@ -113,21 +174,52 @@ class Copier:
         fd = getattr(e.image.engine.backend, "fd", -1)
         return fd if isinstance(fd, int) else -1
 
-    def _prefetch(self, reader: ThreadPoolExecutor, job: _Job | None, k: int) -> Future[None] | None:
-        if job is None or not job.buffered or job.entry.offset is None:
-            return None
-        e = job.entry
-        at = job.entry.offset + job.start - e.start
-        return reader.submit(e.image.engine.backend.readinto, at, self._buffer(k, job.length))
+    def _read_batch(self, batch: _Batch, buf: bytearray) -> bytearray:
+        """Runs in the reader thread: the batch's data, back to back into `buf` (or into a
+        bigger buffer, returned: the first touch of new memory costs more than the copy, so
+        it is paid here rather than in the writer's time). Jobs that follow each other in
+        the same file are one read."""
+        if len(buf) < batch.size:
+            buf = bytearray(max(batch.size, min(self.chunk, 2 * len(buf))))
+        view = memoryview(buf)
+        jobs, pos, k = batch.jobs, 0, 0
+        while k < len(jobs):
+            first = jobs[k]
+            at, backend = first.file_offset, first.entry.image.engine.backend
+            assert at is not None
+            n = first.length
+            k += 1
+            while (k < len(jobs) and jobs[k].entry.image.engine.backend is backend
+                   and jobs[k].file_offset == at + n):
+                n += jobs[k].length
+                k += 1
+            backend.readinto(at, view[pos : pos + n])
+            pos += n
+        return buf
 
-    def _buffer(self, k: int, n: int) -> memoryview:
-        """The first n bytes of buffer k. Buffers start empty and grow (up to the chunk size)
-        only as far as the jobs need: zeroing 2 x 8 MiB up front costs more than small copies."""
-        if len(self.buffers[k]) < n:  # a new object: a view of the old one may still exist
-            self.buffers[k] = bytearray(max(n, min(self.chunk, 2 * len(self.buffers[k]))))
-        return memoryview(self.buffers[k])[:n]
+    def _buffer(self, n: int) -> memoryview:
+        """The first n bytes of the main thread's buffer, grown like the reader's."""
+        buf = self.buffers[DEPTH]
+        if len(buf) < n:  # a new object: a view of the old one may still exist
+            buf = self.buffers[DEPTH] = bytearray(max(n, min(self.chunk, 2 * len(buf))))
+        return memoryview(buf)[:n]
 
-    def _do(self, job: _Job, pending: Future[None] | None, k: int) -> None:
+    def _write_batch(self, batch: _Batch) -> None:
+        assert batch.read is not None
+        buf = self.buffers[batch.buffer] = batch.read.result()  # or the read's error
+        pos, k, jobs = 0, 0, batch.jobs
+        while k < len(jobs):  # jobs that follow each other in the target: one span
+            target, n = jobs[k].target, jobs[k].length
+            k += 1
+            while k < len(jobs) and jobs[k].target == target + n:
+                n += jobs[k].length
+                k += 1
+            self._write_span(buf, pos, n, target)
+            pos += n
+
+    def _do(self, job: _Job) -> None:
+        """A job the reader does not read: a zero run, a file-to-file copy, or a read through
+        the engine (data whose place in the file only the engine knows)."""
         e = job.entry
         if e.zero:
             self.stats.skipped_zero += job.length
@@ -135,17 +227,26 @@ class Copier:
                 self._zero(job.target, job.length)
             return
         if job.direct:
-            assert e.offset is not None
-            self._copy_range(self._source_fd(e), e.offset + job.start - e.start, job.target, job.length)
+            at = job.file_offset
+            assert at is not None
+            self._copy_range(self._source_fd(e), at, job.target, job.length)
             return
-        view = self._buffer(k, job.length)  # at most one chunk: only buffered jobs get here
-        if pending is not None:
-            pending.result()  # the read's error, if any, is raised here
-        else:
-            e.image.read_at(job.start, view)
+        view = self._buffer(job.length)  # at most one chunk: only buffered jobs get here
+        e.image.read_at(job.start, view)
+        self._write_span(self.buffers[DEPTH], 0, job.length, job.target)
+
+    def _write_span(self, buf: bytearray, base: int, n: int, target: int) -> None:
+        """Write buf[base:base+n] at guest offset `target`, but for the pieces of `sparse`
+        bytes (aligned to the guest offset) that are all zero."""
+        runs = [(0, n)]
+        if self.scanner is not None:
+            zero = self.scanner.zero_runs(buf, n, (-target) % self.sparse or self.sparse, base)
+            self.stats.skipped_zero += sum(b - a for a, b in zero)
+            runs = data_runs(zero, n)
+        view = memoryview(buf)
         write = self.out.engine.write
-        for a, b in self._pieces(view, job.target):
-            write(job.target + a, view[a:b])
+        for a, b in runs:
+            write(target + a, view[base + a : base + b])
             self._wrote(b - a)
 
     def _wrote(self, n: int) -> None:
@@ -154,18 +255,6 @@ class Copier:
         if self.start_writeback is not None and self.unsynced >= WRITEBACK_STEP:
             self.unsynced = 0
             self.start_writeback()
-
-    def _pieces(self, view: memoryview, guest: int) -> list[tuple[int, int]]:
-        """Runs [a, b) of the buffer to write: everything but the pieces of `sparse` bytes
-        (aligned to the guest offset) that are all zero."""
-        n = len(view)
-        if self.scanner is None:
-            return [(0, n)]
-        buf = view.obj
-        assert isinstance(buf, bytearray)
-        zero = self.scanner.zero_runs(buf, n, (-guest) % self.sparse or self.sparse)
-        self.stats.skipped_zero += sum(b - a for a, b in zero)
-        return data_runs(zero, n)
 
     def _copy_range(self, src_fd: int, src: int, dst: int, length: int) -> None:
         out_fd = self.out_fd

@@ -77,6 +77,8 @@ def block_status(image: Image, offset: int = 0, length: int | None = None, *,
 def _layer(image: Image, depth: int, offset: int, length: int, host_holes: HostHoles
            ) -> Iterator[MapEntry]:
     raw = isinstance(image.engine, RawEngine)
+    if host_holes != "none" and not _has_holes(image):
+        host_holes = "none"  # nothing to find: no lseek pair per extent
     for e in image.extents(offset, length):
         if e.state is State.DATA:
             yield from _data(image, depth, e.offset, e.length, e.file_offset, host_holes)
@@ -85,6 +87,17 @@ def _layer(image: Image, depth: int, offset: int, length: int, host_holes: HostH
                            e.offset if raw else None, image)
         else:
             yield from _backing(image, depth, e.offset, e.length, host_holes)
+
+
+def _has_holes(image: Image) -> bool:
+    """Whether the image's file has a hole anywhere (True when that cannot be told)."""
+    fd = getattr(image.engine.backend, "fd", -1)
+    if not isinstance(fd, int) or fd < 0:
+        return True
+    try:
+        return os.lseek(fd, 0, os.SEEK_HOLE) < os.fstat(fd).st_size
+    except OSError:
+        return True
 
 
 def _backing(image: Image, depth: int, offset: int, length: int, host_holes: HostHoles

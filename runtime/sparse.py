@@ -22,9 +22,16 @@ class ZeroScanner:
     def is_zero(self, buf: bytearray, start: int, end: int) -> bool:
         return buf.startswith(self.zeros[: end - start], start, end)
 
-    def zero_runs(self, buf: bytearray, n: int, first: int) -> list[tuple[int, int]]:
-        """Merged runs [a, b) of buf[:n] made of whole all-zero pieces; `first` (1..step) is
-        the length of the first piece (the distance to the next aligned boundary)."""
+    def zero_runs(self, buf: bytearray, n: int, first: int, base: int = 0) -> list[tuple[int, int]]:
+        """Merged runs [a, b) of buf[base:base+n] (offsets relative to `base`) made of whole
+        all-zero pieces; `first` (1..step) is the length of the first piece (the distance to
+        the next aligned boundary)."""
+        if base:
+            return [(a - base, b - base) for a, b in self._runs(buf, base, base + n, first)]
+        return self._runs(buf, 0, n, first)
+
+    def _runs(self, buf: bytearray, begin: int, end: int, first: int) -> list[tuple[int, int]]:
+        """zero_runs over buf[begin:end], in buffer offsets."""
         step = self.step
         runs: list[tuple[int, int]] = []
 
@@ -34,12 +41,12 @@ class ZeroScanner:
             else:
                 runs.append((a, b))
 
-        start = 0
+        start = begin
         if first < step:  # a partial first piece
-            start = min(first, n)
-            if start and self.is_zero(buf, 0, start):
-                add(0, start)
-        lim = start + (n - start) // step * step  # the end of the last whole piece
+            start = min(begin + first, end)
+            if start > begin and self.is_zero(buf, begin, start):
+                add(begin, start)
+        lim = start + (end - start) // step * step  # the end of the last whole piece
         if lim > start:
             heads = buf[start:lim:step]  # the first byte of every whole piece
             k = heads.find(0)
@@ -50,8 +57,8 @@ class ZeroScanner:
                     add(a, a + good)
                 # the piece after the zero prefix holds a nonzero byte (or is past lim)
                 k = heads.find(0, k + good // step + 1)
-        if lim < n and self.is_zero(buf, lim, n):
-            add(lim, n)
+        if lim < end and self.is_zero(buf, lim, end):
+            add(lim, end)
         return runs
 
     def _zero_prefix(self, buf: bytearray, a: int, rem: int) -> int:
