@@ -17,11 +17,17 @@ Comparing qemu-img's default with diskspec's would time an fsync of the whole ta
 cache is warmed before each conversion (this machine pages out page cache left idle for
 ~30 s), the destination removed and `sync` run before it. Each tool's output is checked
 once: the sha256 of its guest content (read back by `qemu-img convert -O raw`, or the file
-itself when raw) must equal the source's. diskspec's modules are byte-compiled first, as a
-wheel install does (an editable install under PYTHONDONTWRITEBYTECODE would otherwise
-compile them at every start).
+itself when raw) must equal the source's.
 
-Run: python bench/convert.py [--size 256M] [--runs 5]
+diskspec is timed as a user runs it: a wheel of this tree is pip-installed into a fresh venv
+in the temporary directory (PyPI or a local index must be reachable) and its `diskspec`
+script is run. The interpreter running the bench is not used for that: its site-packages
+may hold .pth start-up hooks (an editable install's import finder, a sandbox's certificate
+patch) that cost ~35 ms per start here and are no part of diskspec. --in-tree times
+`python -m diskspec.runtime` with this interpreter instead (modules byte-compiled first, as
+a wheel install does).
+
+Run: python bench/convert.py [--size 256M] [--runs 5] [--in-tree]
 Goal (issue 5): diskspec convert >= 1.0x qemu-img's speed on each case. Nothing here asserts
 a time; it prints ratios of the best and of the median times.
 """
@@ -114,12 +120,20 @@ MODES = {"durable": {"qemu-img": ["-t", "writeback"], "diskspec": []},
          "unsafe": {"qemu-img": ["-t", "unsafe"], "diskspec": ["-t", "unsafe"]}}
 
 
-def commands(case: Case, qemu: str, dst: Path, mode: str) -> dict[str, list[str]]:
+@dataclass
+class Diskspec:
+    """How diskspec is started: its command, and the interpreter it runs on."""
+    command: list[str]
+    python: str
+    where: str  # for the report
+
+
+def commands(case: Case, qemu: str, diskspec: Diskspec, dst: Path, mode: str) -> dict[str, list[str]]:
     opts = ["-o", case.options] if case.options else []
     tail = ["-f", case.src_fmt, "-O", case.out_fmt, *opts, str(case.src), str(dst)]
     flags = MODES[mode]
     return {"qemu-img": [qemu, "convert", *flags["qemu-img"], *tail],
-            "diskspec": [sys.executable, "-m", "diskspec.runtime", "convert", *flags["diskspec"], *tail]}
+            "diskspec": [*diskspec.command, "convert", *flags["diskspec"], *tail]}
 
 
 def timed(cmd: list[str], dst: Path) -> float:
@@ -130,11 +144,11 @@ def timed(cmd: list[str], dst: Path) -> float:
     return time.perf_counter() - t
 
 
-def measure(case: Case, mode: str, qemu: str, tmp: Path, runs_: int,
+def measure(case: Case, mode: str, qemu: str, diskspec: Diskspec, tmp: Path, runs_: int,
             truth: str) -> tuple[dict[str, list[float]], dict[str, bool]]:
     """Sorted seconds per tool; and whether each tool's output has the source's content."""
     dst = tmp / f"out.{case.ext}"
-    cmds = commands(case, qemu, dst, mode)
+    cmds = commands(case, qemu, diskspec, dst, mode)
     times: dict[str, list[float]] = {tool: [] for tool in cmds}
     ok: dict[str, bool] = {}
     for round_ in range(runs_):
@@ -150,12 +164,12 @@ def measure(case: Case, mode: str, qemu: str, tmp: Path, runs_: int,
     return {tool: sorted(t) for tool, t in times.items()}, ok
 
 
-def start_up(qemu: str) -> dict[str, float]:
-    """Best seconds of 5 for commands that do nothing but start: qemu-img, the Python
-    interpreter with its site packages, and the interpreter importing diskspec's CLI."""
+def start_up(qemu: str, diskspec: Diskspec) -> dict[str, float]:
+    """Best seconds of 5 for commands that do nothing but start: qemu-img, diskspec's
+    interpreter with its site packages, and that interpreter importing diskspec's CLI."""
     cmds = {"qemu-img --version": [qemu, "--version"],
-            "python": [sys.executable, "-c", "pass"],
-            "python + diskspec imports": [sys.executable, "-c", "import diskspec.runtime.cli"]}
+            "python": [diskspec.python, "-c", "pass"],
+            "python + diskspec imports": [diskspec.python, "-c", "import diskspec.runtime.cli"]}
     best = {}
     for tool, cmd in cmds.items():
         times = []
@@ -167,12 +181,28 @@ def start_up(qemu: str) -> dict[str, float]:
     return best
 
 
-def compile_package() -> None:
-    """Byte-compile diskspec as an installed wheel would be."""
+def in_tree() -> Diskspec:
+    """This interpreter's diskspec, its modules byte-compiled as a wheel install would be
+    (under PYTHONDONTWRITEBYTECODE an editable install compiles them at every start)."""
     root = Path(ds.__file__).parent.parent
     for sub in ("runtime", "formats", "codegen"):
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / sub)], check=True,
                        stdout=subprocess.DEVNULL)
+    return Diskspec([sys.executable, "-m", "diskspec.runtime"], sys.executable, f"{root} (in tree)")
+
+
+def installed(tmp: Path) -> Diskspec:
+    """A wheel of this tree pip-installed into a fresh venv under `tmp`, as a user has it."""
+    root = Path(ds.__file__).parent.parent
+    venv = tmp / "venv"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([python, "-m", "pip", "install", "-q", str(root)], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"pip install of {root} into {venv} failed (use --in-tree offline):\n{done.stderr}")
+    print(f"installed diskspec into a fresh venv in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return Diskspec([str(venv / "bin" / "diskspec")], python, f"a wheel of {root} in a fresh venv")
 
 
 def parse_size(text: str) -> int:
@@ -188,16 +218,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=parse_size, default=GiB, help="virtual size (default 1G)")
     ap.add_argument("--runs", type=int, default=5, help="rounds (best and median are reported)")
+    ap.add_argument("--in-tree", action="store_true",
+                    help="time this interpreter's diskspec instead of a fresh venv's")
     args = ap.parse_args()
     qemu = shutil.which("qemu-img")
     if qemu is None:
         sys.exit("qemu-img not found (run bench/setup.sh)")
     version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
-    compile_package()
-    start = start_up(qemu)
     with tempfile.TemporaryDirectory(prefix="diskspec-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        diskspec = in_tree() if args.in_tree else installed(tmp)
+        start = start_up(qemu, diskspec)
         t = time.perf_counter()
         src = make_sources(tmp, args.size)
         os.sync()
@@ -207,13 +239,13 @@ def main() -> None:
         cases = [Case("VHD -> raw", src["vpc"], "vpc", "raw", "", "raw"),
                  Case("VHDX -> VHD", src["vhdx"], "vhdx", "vpc", "subformat=dynamic,force_size=on", "vhd"),
                  Case("raw -> VHDX", src["raw"], "raw", "vhdx", "", "vhdx")]
-        results = [(case, mode, *measure(case, mode, qemu, tmp, args.runs, truth))
+        results = [(case, mode, *measure(case, mode, qemu, diskspec, tmp, args.runs, truth))
                    for mode in MODES for case in cases]
 
     print(f"\nConvert, {args.size / MiB:g} MiB half-allocated sources (random 2 MiB blocks); MB/s of "
           f"virtual size, best and median of {args.runs}; source page cache warm; process start "
           f"included")
-    print(f"{version}; diskspec from {Path(ds.__file__).parent.parent}")
+    print(f"{version}; diskspec from {diskspec.where}")
     print("process start alone (best of 5): "
           + ", ".join(f"{tool} {seconds * 1000:.0f} ms" for tool, seconds in start.items()))
     head = (f"{'case':12}  {'mode':8}  {'qemu-img MB/s':>13}  {'diskspec MB/s':>13}  "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import functools
 import os
 import sys
 import time
@@ -77,12 +77,31 @@ class UsageError(DiskspecError):
     """Bad command-line arguments."""
 
 
+def _help_formatter(prog: str) -> argparse.HelpFormatter:
+    # Given a width, argparse does not import shutil (with zlib, bz2 and lzma: ~2 ms at every
+    # start) for the terminal's; it builds a formatter for each argument added.
+    return argparse.RawDescriptionHelpFormatter(prog, width=_help_width())
+
+
+@functools.cache
+def _help_width() -> int:
+    """argparse's own choice: $COLUMNS, else the terminal's width, else 80; less 2."""
+    try:
+        return int(os.environ["COLUMNS"]) - 2
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(1).columns - 2  # standard output's
+    except (ValueError, OSError):
+        return 78
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with errors as one line and qemu-img's exit code instead of usage + exit 2."""
 
     def __init__(self, prog: str, description: str, usage: str | None = None):
         super().__init__(prog=f"diskspec {prog}", description=description, usage=usage,
-                         allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         allow_abbrev=False, formatter_class=_help_formatter)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -95,7 +114,12 @@ def err(message: str) -> None:
     print(f"diskspec: {message}", file=sys.stderr)
 
 
+_JSON_WORDS = {True: "true", False: "false", None: "null"}  # JSON's spelling in human output
+
+
 def print_json(value: Any) -> None:
+    import json  # here, not at start-up: most commands print no JSON (~1 ms per start)
+
     print(json.dumps(value, indent=4))
 
 
@@ -255,7 +279,7 @@ def _dump(value: Any, level: int) -> list[str]:
             out.append(f"{pad}{label}:")
             out += _dump(v, level + 1)
         else:
-            text = json.dumps(v) if isinstance(v, bool) or v is None else str(v)
+            text = _JSON_WORDS[v] if isinstance(v, bool) or v is None else str(v)
             out.append(f"{pad}{label}: {text}")
     return out
 

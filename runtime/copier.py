@@ -19,10 +19,10 @@ overlap the copy instead of all waiting for the final fsync.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import DiskspecError
@@ -31,6 +31,7 @@ from .mapping import MapEntry, block_status, merged
 from .raw import RawEngine
 from .sparse import ZeroScanner, data_runs
 from .util import ZEROS
+from .worker import Worker
 
 Progress = Callable[[int, int], None]
 WRITEBACK_STEP = 32 << 20  # bytes copied between two writeback starts
@@ -71,7 +72,6 @@ class _Batch:
     jobs: list[_Job] = field(default_factory=list)
     size: int = 0
     buffer: int = -1  # index into Copier.buffers, once submitted
-    read: Future[bytearray] | None = None
 
 
 class Copier:
@@ -106,7 +106,7 @@ class Copier:
         units = self._units(sources)
         ahead: deque[_Job | _Batch] = deque()
         free = list(range(DEPTH))  # buffers no batch is using
-        reader = ThreadPoolExecutor(1, thread_name_prefix="diskspec-read")
+        reader: Worker[bytearray] = Worker("diskspec-read")  # batches' reads, in order
         try:
             more = True
             while True:
@@ -117,13 +117,14 @@ class Copier:
                     else:
                         if isinstance(unit, _Batch):
                             unit.buffer = free.pop()
-                            unit.read = reader.submit(self._read_batch, unit, self.buffers[unit.buffer])
+                            reader.submit(functools.partial(self._read_batch, unit,
+                                                            self.buffers[unit.buffer]))
                         ahead.append(unit)
                 if not ahead:
                     break
                 unit = ahead.popleft()
                 if isinstance(unit, _Batch):
-                    self._write_batch(unit)
+                    self._write_batch(unit, reader.result())  # or the read's error
                     free.append(unit.buffer)
                     last = unit.jobs[-1]
                 else:
@@ -132,7 +133,7 @@ class Copier:
                 if self.progress is not None:
                     self.progress(last.target + last.length, total)
         finally:  # after a failure, reads not yet started are dropped
-            reader.shutdown(wait=True, cancel_futures=True)
+            reader.close()
 
     def _units(self, sources: Sequence[Image]) -> Iterator[_Job | _Batch]:
         """The jobs in order, runs of reads at file offsets grouped into batches."""
@@ -204,9 +205,8 @@ class Copier:
             buf = self.buffers[DEPTH] = bytearray(max(n, min(self.chunk, 2 * len(buf))))
         return memoryview(buf)[:n]
 
-    def _write_batch(self, batch: _Batch) -> None:
-        assert batch.read is not None
-        buf = self.buffers[batch.buffer] = batch.read.result()  # or the read's error
+    def _write_batch(self, batch: _Batch, buf: bytearray) -> None:
+        self.buffers[batch.buffer] = buf  # the reader may have grown it
         pos, k, jobs = 0, 0, batch.jobs
         while k < len(jobs):  # jobs that follow each other in the target: one span
             target, n = jobs[k].target, jobs[k].length

@@ -8,7 +8,6 @@ then the BAT entry, each step made durable before the next.
 
 from __future__ import annotations
 
-import logging
 import os
 from array import array
 from collections.abc import Callable, Iterator
@@ -33,8 +32,6 @@ from ..extent import Extent, State
 from ..util import ZEROS, ceil_div, fill_zero, round_up
 from . import geometry, locators
 from .split import split_parts
-
-log = logging.getLogger(__name__)
 
 SECTOR = 512
 UNALLOCATED = 0xFFFFFFFF

@@ -7,7 +7,6 @@ Layouts are the generated codecs' (`diskspec.formats.vhdx`); this module holds t
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from array import array
@@ -31,8 +30,6 @@ from ..extent import Extent, State
 from ..overlay import OverlayBackend
 from ..util import ZEROS, ceil_div, fill_zero, round_up
 from . import guids, log
-
-logger = logging.getLogger(__name__)
 
 KIB, MIB = 1 << 10, 1 << 20
 HEADER_SLOTS = (64 * KIB, 128 * KIB)
