@@ -181,28 +181,29 @@ def start_up(qemu: str, diskspec: Diskspec) -> dict[str, float]:
     return best
 
 
+ROOT = Path(ds.__file__).parent.parent  # the tree diskspec is imported from
+
+
 def in_tree() -> Diskspec:
     """This interpreter's diskspec, its modules byte-compiled as a wheel install would be
     (under PYTHONDONTWRITEBYTECODE an editable install compiles them at every start)."""
-    root = Path(ds.__file__).parent.parent
     for sub in ("runtime", "formats", "codegen"):
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / sub)], check=True,
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / sub)], check=True,
                        stdout=subprocess.DEVNULL)
-    return Diskspec([sys.executable, "-m", "diskspec.runtime"], sys.executable, f"{root} (in tree)")
+    return Diskspec([sys.executable, "-m", "diskspec.runtime"], sys.executable, f"{ROOT} (in tree)")
 
 
 def installed(tmp: Path) -> Diskspec:
     """A wheel of this tree pip-installed into a fresh venv under `tmp`, as a user has it."""
-    root = Path(ds.__file__).parent.parent
     venv = tmp / "venv"
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    done = subprocess.run([python, "-m", "pip", "install", "-q", str(root)], capture_output=True, text=True)
+    done = subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"pip install of {root} into {venv} failed (use --in-tree offline):\n{done.stderr}")
+        sys.exit(f"pip install of {ROOT} into {venv} failed (use --in-tree offline):\n{done.stderr}")
     print(f"installed diskspec into a fresh venv in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    return Diskspec([str(venv / "bin" / "diskspec")], python, f"a wheel of {root} in a fresh venv")
+    return Diskspec([str(venv / "bin" / "diskspec")], python, f"a wheel of {ROOT} in a fresh venv")
 
 
 def parse_size(text: str) -> int:

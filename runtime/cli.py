@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
 import sys
 import time
@@ -83,7 +82,6 @@ def _help_formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, width=_help_width())
 
 
-@functools.cache
 def _help_width() -> int:
     """argparse's own choice: $COLUMNS, else the terminal's width, else 80; less 2."""
     try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .errors import DiskspecError
 from .image import Image
-from .mapping import MapEntry, block_status, merged
+from .mapping import MapEntry, block_status, file_fd, merged
 from .raw import RawEngine
 from .sparse import ZeroScanner, data_runs
 from .util import ZEROS
@@ -74,6 +74,25 @@ class _Batch:
     buffer: int = -1  # index into Copier.buffers, once submitted
 
 
+def _spans(jobs: list[_Job], place: Callable[[_Job], tuple[object, int | None]]
+           ) -> Iterator[tuple[_Job, int]]:
+    """(first job, total length) of each run of jobs that follow each other without a gap,
+    by `place(job)`: (what it lies in, compared by identity; offset there)."""
+    k = 0
+    while k < len(jobs):
+        first = jobs[k]
+        where, at = place(first)
+        n = first.length
+        k += 1
+        while k < len(jobs) and at is not None:
+            w, a = place(jobs[k])
+            if w is not where or a != at + n:
+                break
+            n += jobs[k].length
+            k += 1
+        yield first, n
+
+
 class Copier:
     """Copies the concatenated sources into `out`; `sparse_size` 0 writes every data byte
     (and, when `zero_target` is false, zero runs are written as zeros too)."""
@@ -90,9 +109,8 @@ class Copier:
         self.scanner = ZeroScanner(self.sparse, self.chunk) if self.sparse else None
         self.stats = stats
         self.progress = progress
-        out_fd = getattr(out.engine.backend, "fd", -1)
         #: a raw target maps guest offsets 1:1 onto its file: data can go file to file
-        self.out_fd = out_fd if isinstance(out.engine, RawEngine) and isinstance(out_fd, int) else -1
+        self.out_fd = file_fd(out) if isinstance(out.engine, RawEngine) else -1
         #: start the disk writes of what was copied while copying goes on, so that the final
         #: fsync finds little left to do (Linux; a hint only, durability is still the fsync's)
         start = getattr(out.engine.backend, "start_writeback", None)
@@ -168,12 +186,7 @@ class Copier:
     def _whole_range_copy(self, e: MapEntry) -> bool:
         """Whether the run goes file to file in the kernel (nothing to scan, plain files)."""
         return (self.scanner is None and self.out_fd >= 0 and e.offset is not None
-                and self._source_fd(e) >= 0)
-
-    @staticmethod
-    def _source_fd(e: MapEntry) -> int:
-        fd = getattr(e.image.engine.backend, "fd", -1)
-        return fd if isinstance(fd, int) else -1
+                and file_fd(e.image) >= 0)
 
     def _read_batch(self, batch: _Batch, buf: bytearray) -> bytearray:
         """Runs in the reader thread: the batch's data, back to back into `buf` (or into a
@@ -183,18 +196,11 @@ class Copier:
         if len(buf) < batch.size:
             buf = bytearray(max(batch.size, min(self.chunk, 2 * len(buf))))
         view = memoryview(buf)
-        jobs, pos, k = batch.jobs, 0, 0
-        while k < len(jobs):
-            first = jobs[k]
-            at, backend = first.file_offset, first.entry.image.engine.backend
+        pos = 0
+        for first, n in _spans(batch.jobs, lambda j: (j.entry.image.engine.backend, j.file_offset)):
+            at = first.file_offset
             assert at is not None
-            n = first.length
-            k += 1
-            while (k < len(jobs) and jobs[k].entry.image.engine.backend is backend
-                   and jobs[k].file_offset == at + n):
-                n += jobs[k].length
-                k += 1
-            backend.readinto(at, view[pos : pos + n])
+            first.entry.image.engine.backend.readinto(at, view[pos : pos + n])
             pos += n
         return buf
 
@@ -207,14 +213,9 @@ class Copier:
 
     def _write_batch(self, batch: _Batch, buf: bytearray) -> None:
         self.buffers[batch.buffer] = buf  # the reader may have grown it
-        pos, k, jobs = 0, 0, batch.jobs
-        while k < len(jobs):  # jobs that follow each other in the target: one span
-            target, n = jobs[k].target, jobs[k].length
-            k += 1
-            while k < len(jobs) and jobs[k].target == target + n:
-                n += jobs[k].length
-                k += 1
-            self._write_span(buf, pos, n, target)
+        pos = 0
+        for first, n in _spans(batch.jobs, lambda j: (None, j.target)):
+            self._write_span(buf, pos, n, first.target)
             pos += n
 
     def _do(self, job: _Job) -> None:
@@ -229,7 +230,7 @@ class Copier:
         if job.direct:
             at = job.file_offset
             assert at is not None
-            self._copy_range(self._source_fd(e), at, job.target, job.length)
+            self._copy_range(file_fd(e.image), at, job.target, job.length)
             return
         view = self._buffer(job.length)  # at most one chunk: only buffered jobs get here
         e.image.read_at(job.start, view)

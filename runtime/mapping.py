@@ -89,10 +89,17 @@ def _layer(image: Image, depth: int, offset: int, length: int, host_holes: HostH
             yield from _backing(image, depth, e.offset, e.length, host_holes)
 
 
+def file_fd(image: Image) -> int:
+    """The descriptor of the plain file under the image's engine; -1 when there is none
+    (a split VHD, an overlay, a backend in memory)."""
+    fd = getattr(image.engine.backend, "fd", -1)
+    return fd if isinstance(fd, int) and fd >= 0 else -1
+
+
 def _has_holes(image: Image) -> bool:
     """Whether the image's file has a hole anywhere (True when that cannot be told)."""
-    fd = getattr(image.engine.backend, "fd", -1)
-    if not isinstance(fd, int) or fd < 0:
+    fd = file_fd(image)
+    if fd < 0:
         return True
     try:
         return os.lseek(fd, 0, os.SEEK_HOLE) < os.fstat(fd).st_size
@@ -114,8 +121,8 @@ def _backing(image: Image, depth: int, offset: int, length: int, host_holes: Hos
 
 def _data(image: Image, depth: int, offset: int, length: int, file_offset: int | None,
           host_holes: HostHoles) -> Iterator[MapEntry]:
-    fd = getattr(image.engine.backend, "fd", -1)
-    refine = file_offset is not None and isinstance(fd, int) and fd >= 0 and (
+    fd = file_fd(image)
+    refine = file_offset is not None and fd >= 0 and (
         host_holes == "all" or (host_holes == "identity" and file_offset == offset))
     if not refine or file_offset is None:
         yield MapEntry(offset, length, depth, True, False, True, file_offset, image)
