@@ -10,8 +10,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import NamedTuple, TypeVar, cast
 
 from .errors import (
     BuildError,
@@ -36,9 +35,9 @@ _E = TypeVar("_E")
 _LITTLE_HOST = sys.byteorder == "little"
 
 
-@dataclass(frozen=True, slots=True)
-class FieldInfo:
-    """One row of a type's field table, for dissection."""
+class FieldInfo(NamedTuple):
+    """One row of a type's field table, for dissection (a named tuple: every codec module
+    builds its tables at import, and a tuple class is made in a quarter of a dataclass's time)."""
 
     name: str
     offset: int | None  # from the start of the structure; None when it depends on data

@@ -31,7 +31,7 @@ _S_HEADERV7_1 = _struct.Struct('>500s')
 _U4BE = _struct.Struct('>I')
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class AddCow:
     """add-cow gives a plain image file (normally raw) a backing file and copy-on-write by
     keeping a separate `.add-cow` metadata file made of a header and an allocation
@@ -55,6 +55,21 @@ class AddCow:
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
+
+    def __init__(self) -> None:
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> AddCow:
@@ -140,7 +155,7 @@ class AddCow:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class HeaderV7:
     """Founding (v7) header, 2560 bytes, big-endian; the sector bitmap follows at byte
     2560 and runs to the end of the file. add-cow.md calls this layout UNCONFIRMED;
@@ -166,6 +181,42 @@ class HeaderV7:
         _codec.FieldInfo('image_file', 1036, 1024, "Name of the raw image file, NUL-padded, at most 1023 bytes, never empty; relative to the add-cow file's directory like backing_file.", None, None, None, None, None),
         _codec.FieldInfo('reserved', 2060, 500, 'Zero; makes the bitmap start at a multiple of 512 (byte 2560).', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            magic: bytes,
+            version: int,
+            backing_file: str,
+            image_file: str,
+            reserved: bytes,
+    ) -> None:
+        self.magic = magic
+        self.version = version
+        self.backing_file = backing_file
+        self.image_file = image_file
+        self.reserved = reserved
+        self._raw_backing_file = None
+        self._raw_image_file = None
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"magic={self.magic!r}"
+                f", version={self.version!r}"
+                f", backing_file={self.backing_file!r}"
+                f", image_file={self.image_file!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.magic, self.version, self.backing_file, self.image_file, self.reserved,)
+        theirs = (other.magic, other.version, other.backing_file, other.image_file, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> HeaderV7:
@@ -256,7 +307,7 @@ class HeaderV7:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class HeaderV20:
     """Final (V19 spec / V20 driver) header: a 76-byte fixed part, little-endian, then
     the name area up to header_size, which holds the backing and image file names at
@@ -295,6 +346,64 @@ class HeaderV20:
         _codec.FieldInfo('backing_fmt', 44, 16, 'Format of the backing file, NUL-terminated, zero-padded; all zero without a backing file, non-empty with one (probed at create when not given).', None, None, None, None, None),
         _codec.FieldInfo('image_fmt', 60, 16, 'Format of the image file, NUL-terminated, zero-padded, never empty ("raw").', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            magic: bytes,
+            backing_offset: int,
+            backing_size: int,
+            image_offset: int,
+            image_size: int,
+            cluster_bits: int,
+            features: int,
+            compat_features: int,
+            header_size: int,
+            backing_fmt: str,
+            image_fmt: str,
+    ) -> None:
+        self.magic = magic
+        self.backing_offset = backing_offset
+        self.backing_size = backing_size
+        self.image_offset = image_offset
+        self.image_size = image_size
+        self.cluster_bits = cluster_bits
+        self.features = features
+        self.compat_features = compat_features
+        self.header_size = header_size
+        self.backing_fmt = backing_fmt
+        self.image_fmt = image_fmt
+        self._raw_backing_fmt = None
+        self._raw_image_fmt = None
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"magic={self.magic!r}"
+                f", backing_offset={self.backing_offset!r}"
+                f", backing_size={self.backing_size!r}"
+                f", image_offset={self.image_offset!r}"
+                f", image_size={self.image_size!r}"
+                f", cluster_bits={self.cluster_bits!r}"
+                f", features={self.features!r}"
+                f", compat_features={self.compat_features!r}"
+                f", header_size={self.header_size!r}"
+                f", backing_fmt={self.backing_fmt!r}"
+                f", image_fmt={self.image_fmt!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.magic, self.backing_offset, self.backing_size, self.image_offset, self.image_size,
+                self.cluster_bits, self.features, self.compat_features, self.header_size,
+                self.backing_fmt, self.image_fmt,)
+        theirs = (other.magic, other.backing_offset, other.backing_size, other.image_offset,
+                  other.image_size, other.cluster_bits, other.features, other.compat_features,
+                  other.header_size, other.backing_fmt, other.image_fmt,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> HeaderV20:
@@ -452,7 +561,7 @@ class HeaderV20:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Bitmap:
     """Allocation bitmap, LSB first: unit u is bit u % 8 of byte u / 8 (bit value
     1 << (u % 8)). 0 = read the backing file (zeros past its end or without one),
@@ -469,6 +578,24 @@ class Bitmap:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('data', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_bytes: int, data: bytes) -> None:
+        self.num_bytes = num_bytes
+        self.data = data
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_bytes={self.num_bytes!r}"
+                f", data={self.data!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_bytes, self.data,)
+        theirs = (other.num_bytes, other.data,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_bytes: int) -> Bitmap:

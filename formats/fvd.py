@@ -67,7 +67,7 @@ class JournalRecordType(IntEnum):
 _JOURNALRECORDTYPE_BY_VALUE: dict[int, JournalRecordType] = {m.value: m for m in JournalRecordType}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Fvd:
     """FVD keeps a copy-on-write image of a read-only base (backing) image. The metadata
     file holds a header, a bitmap (one bit per block of the base-image region: 0 = the
@@ -91,6 +91,21 @@ class Fvd:
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
+
+    def __init__(self) -> None:
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Fvd:
@@ -176,7 +191,7 @@ class Fvd:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Header:
     """Founding FVD header, 7440 bytes, at offset 0; the header area is `header_size`
     bytes (the struct rounded up to 4096, i.e. 8192) and the bytes after the struct
@@ -279,6 +294,178 @@ class Header:
         _codec.FieldInfo('need_zero_init', 3340, 4, '1 when the storage under the image must read zeros where never written (the "search holes" optimisation); `update` may clear it.', None, None, None, None, None),
         _codec.FieldInfo('incompatible_features', 3344, 4096, 'Incompatible feature bytes/bits; a reader must refuse an image in which any bit it does not know is set (none are defined, so any nonzero byte).', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            magic: bytes,
+            header_size: int,
+            create_version: int,
+            last_open_version: int,
+            virtual_disk_size: int,
+            data_offset: int,
+            data_file: str,
+            data_file_fmt: str,
+            base_img: str,
+            base_img_fmt: str,
+            base_img_size: int,
+            bitmap_offset: int,
+            bitmap_size: int,
+            block_size: int,
+            journal_offset: int,
+            journal_size: int,
+            clean_shutdown: int,
+            stable_journal_epoch: int,
+            journal_buf_size: int,
+            journal_clean_buf_period: int,
+            table_offset: int,
+            table_size: int,
+            chunk_size: int,
+            storage_grow_unit: int,
+            add_storage_cmd: str,
+            chunks_relocated: int,
+            copy_on_read: int,
+            max_outstanding_copy_on_read_data: int,
+            prefetch_start_delay: int,
+            base_img_fully_prefetched: int,
+            num_prefetch_slots: int,
+            bytes_per_prefetch: int,
+            prefetch_read_throughput_measure_time: int,
+            prefetch_write_throughput_measure_time: int,
+            prefetch_min_read_throughput: int,
+            prefetch_min_write_throughput: int,
+            prefetch_max_read_throughput: int,
+            prefetch_max_write_throughput: int,
+            prefetch_throttle_time: int,
+            need_zero_init: int,
+            incompatible_features: bytes,
+    ) -> None:
+        self.magic = magic
+        self.header_size = header_size
+        self.create_version = create_version
+        self.last_open_version = last_open_version
+        self.virtual_disk_size = virtual_disk_size
+        self.data_offset = data_offset
+        self.data_file = data_file
+        self.data_file_fmt = data_file_fmt
+        self.base_img = base_img
+        self.base_img_fmt = base_img_fmt
+        self.base_img_size = base_img_size
+        self.bitmap_offset = bitmap_offset
+        self.bitmap_size = bitmap_size
+        self.block_size = block_size
+        self.journal_offset = journal_offset
+        self.journal_size = journal_size
+        self.clean_shutdown = clean_shutdown
+        self.stable_journal_epoch = stable_journal_epoch
+        self.journal_buf_size = journal_buf_size
+        self.journal_clean_buf_period = journal_clean_buf_period
+        self.table_offset = table_offset
+        self.table_size = table_size
+        self.chunk_size = chunk_size
+        self.storage_grow_unit = storage_grow_unit
+        self.add_storage_cmd = add_storage_cmd
+        self.chunks_relocated = chunks_relocated
+        self.copy_on_read = copy_on_read
+        self.max_outstanding_copy_on_read_data = max_outstanding_copy_on_read_data
+        self.prefetch_start_delay = prefetch_start_delay
+        self.base_img_fully_prefetched = base_img_fully_prefetched
+        self.num_prefetch_slots = num_prefetch_slots
+        self.bytes_per_prefetch = bytes_per_prefetch
+        self.prefetch_read_throughput_measure_time = prefetch_read_throughput_measure_time
+        self.prefetch_write_throughput_measure_time = prefetch_write_throughput_measure_time
+        self.prefetch_min_read_throughput = prefetch_min_read_throughput
+        self.prefetch_min_write_throughput = prefetch_min_write_throughput
+        self.prefetch_max_read_throughput = prefetch_max_read_throughput
+        self.prefetch_max_write_throughput = prefetch_max_write_throughput
+        self.prefetch_throttle_time = prefetch_throttle_time
+        self.need_zero_init = need_zero_init
+        self.incompatible_features = incompatible_features
+        self._raw_data_file = None
+        self._raw_data_file_fmt = None
+        self._raw_base_img = None
+        self._raw_base_img_fmt = None
+        self._raw_add_storage_cmd = None
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"magic={self.magic!r}"
+                f", header_size={self.header_size!r}"
+                f", create_version={self.create_version!r}"
+                f", last_open_version={self.last_open_version!r}"
+                f", virtual_disk_size={self.virtual_disk_size!r}"
+                f", data_offset={self.data_offset!r}"
+                f", data_file={self.data_file!r}"
+                f", data_file_fmt={self.data_file_fmt!r}"
+                f", base_img={self.base_img!r}"
+                f", base_img_fmt={self.base_img_fmt!r}"
+                f", base_img_size={self.base_img_size!r}"
+                f", bitmap_offset={self.bitmap_offset!r}"
+                f", bitmap_size={self.bitmap_size!r}"
+                f", block_size={self.block_size!r}"
+                f", journal_offset={self.journal_offset!r}"
+                f", journal_size={self.journal_size!r}"
+                f", clean_shutdown={self.clean_shutdown!r}"
+                f", stable_journal_epoch={self.stable_journal_epoch!r}"
+                f", journal_buf_size={self.journal_buf_size!r}"
+                f", journal_clean_buf_period={self.journal_clean_buf_period!r}"
+                f", table_offset={self.table_offset!r}"
+                f", table_size={self.table_size!r}"
+                f", chunk_size={self.chunk_size!r}"
+                f", storage_grow_unit={self.storage_grow_unit!r}"
+                f", add_storage_cmd={self.add_storage_cmd!r}"
+                f", chunks_relocated={self.chunks_relocated!r}"
+                f", copy_on_read={self.copy_on_read!r}"
+                f", max_outstanding_copy_on_read_data={self.max_outstanding_copy_on_read_data!r}"
+                f", prefetch_start_delay={self.prefetch_start_delay!r}"
+                f", base_img_fully_prefetched={self.base_img_fully_prefetched!r}"
+                f", num_prefetch_slots={self.num_prefetch_slots!r}"
+                f", bytes_per_prefetch={self.bytes_per_prefetch!r}"
+                f", prefetch_read_throughput_measure_time={self.prefetch_read_throughput_measure_time!r}"
+                f", prefetch_write_throughput_measure_time={self.prefetch_write_throughput_measure_time!r}"
+                f", prefetch_min_read_throughput={self.prefetch_min_read_throughput!r}"
+                f", prefetch_min_write_throughput={self.prefetch_min_write_throughput!r}"
+                f", prefetch_max_read_throughput={self.prefetch_max_read_throughput!r}"
+                f", prefetch_max_write_throughput={self.prefetch_max_write_throughput!r}"
+                f", prefetch_throttle_time={self.prefetch_throttle_time!r}"
+                f", need_zero_init={self.need_zero_init!r}"
+                f", incompatible_features={self.incompatible_features!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.magic, self.header_size, self.create_version, self.last_open_version,
+                self.virtual_disk_size, self.data_offset, self.data_file, self.data_file_fmt,
+                self.base_img, self.base_img_fmt, self.base_img_size, self.bitmap_offset,
+                self.bitmap_size, self.block_size, self.journal_offset, self.journal_size,
+                self.clean_shutdown, self.stable_journal_epoch, self.journal_buf_size,
+                self.journal_clean_buf_period, self.table_offset, self.table_size, self.chunk_size,
+                self.storage_grow_unit, self.add_storage_cmd, self.chunks_relocated, self.copy_on_read,
+                self.max_outstanding_copy_on_read_data, self.prefetch_start_delay,
+                self.base_img_fully_prefetched, self.num_prefetch_slots, self.bytes_per_prefetch,
+                self.prefetch_read_throughput_measure_time, self.prefetch_write_throughput_measure_time,
+                self.prefetch_min_read_throughput, self.prefetch_min_write_throughput,
+                self.prefetch_max_read_throughput, self.prefetch_max_write_throughput,
+                self.prefetch_throttle_time, self.need_zero_init, self.incompatible_features,)
+        theirs = (other.magic, other.header_size, other.create_version, other.last_open_version,
+                  other.virtual_disk_size, other.data_offset, other.data_file, other.data_file_fmt,
+                  other.base_img, other.base_img_fmt, other.base_img_size, other.bitmap_offset,
+                  other.bitmap_size, other.block_size, other.journal_offset, other.journal_size,
+                  other.clean_shutdown, other.stable_journal_epoch, other.journal_buf_size,
+                  other.journal_clean_buf_period, other.table_offset, other.table_size,
+                  other.chunk_size, other.storage_grow_unit, other.add_storage_cmd,
+                  other.chunks_relocated, other.copy_on_read, other.max_outstanding_copy_on_read_data,
+                  other.prefetch_start_delay, other.base_img_fully_prefetched, other.num_prefetch_slots,
+                  other.bytes_per_prefetch, other.prefetch_read_throughput_measure_time,
+                  other.prefetch_write_throughput_measure_time, other.prefetch_min_read_throughput,
+                  other.prefetch_min_write_throughput, other.prefetch_max_read_throughput,
+                  other.prefetch_max_write_throughput, other.prefetch_throttle_time,
+                  other.need_zero_init, other.incompatible_features,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -528,7 +715,7 @@ class Header:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class IbmHeader:
     """Header of the IBM FVD driver (variant A), 4336 bytes, at offset 0; the header
     area is 8192 bytes (header_size is not stored) and bytes 4336..8191 are zero.
@@ -631,6 +818,181 @@ class IbmHeader:
         _codec.FieldInfo('profile_directed_prefetch_start_delay', 4316, 4, 'Unused; -1.', None, None, None, None, None),
         _codec.FieldInfo('write_updates_base_img', 4320, 16, 'Unused; zero.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            magic: bytes,
+            version: int,
+            all_data_in_fvd_img: int,
+            virtual_disk_size: int,
+            metadata_size: int,
+            base_img: str,
+            base_img_fmt: str,
+            base_img_size: int,
+            bitmap_offset: int,
+            bitmap_size: int,
+            block_size: int,
+            copy_on_read: int,
+            max_outstanding_copy_on_read_data: int,
+            data_file: str,
+            data_file_fmt: str,
+            prefetch_start_delay: int,
+            prefetch_profile_offset: int,
+            prefetch_profile_entries: int,
+            num_prefetch_slots: int,
+            bytes_per_prefetch: int,
+            prefetch_read_throughput_measure_time: int,
+            prefetch_write_throughput_measure_time: int,
+            prefetch_perf_calc_alpha: int,
+            prefetch_min_read_throughput: int,
+            prefetch_min_write_throughput: int,
+            prefetch_max_read_throughput: int,
+            prefetch_max_write_throughput: int,
+            prefetch_throttle_time: int,
+            compact_image: int,
+            table_offset: int,
+            chunk_size: int,
+            storage_grow_unit: int,
+            add_storage_cmd: str,
+            journal_offset: int,
+            journal_size: int,
+            clean_shutdown: int,
+            need_zero_init: int,
+            generate_prefetch_profile: int,
+            unit_of_prefetch_profile_entry_len: int,
+            profile_directed_prefetch_start_delay: int,
+            write_updates_base_img: str,
+    ) -> None:
+        self.magic = magic
+        self.version = version
+        self.all_data_in_fvd_img = all_data_in_fvd_img
+        self.virtual_disk_size = virtual_disk_size
+        self.metadata_size = metadata_size
+        self.base_img = base_img
+        self.base_img_fmt = base_img_fmt
+        self.base_img_size = base_img_size
+        self.bitmap_offset = bitmap_offset
+        self.bitmap_size = bitmap_size
+        self.block_size = block_size
+        self.copy_on_read = copy_on_read
+        self.max_outstanding_copy_on_read_data = max_outstanding_copy_on_read_data
+        self.data_file = data_file
+        self.data_file_fmt = data_file_fmt
+        self.prefetch_start_delay = prefetch_start_delay
+        self.prefetch_profile_offset = prefetch_profile_offset
+        self.prefetch_profile_entries = prefetch_profile_entries
+        self.num_prefetch_slots = num_prefetch_slots
+        self.bytes_per_prefetch = bytes_per_prefetch
+        self.prefetch_read_throughput_measure_time = prefetch_read_throughput_measure_time
+        self.prefetch_write_throughput_measure_time = prefetch_write_throughput_measure_time
+        self.prefetch_perf_calc_alpha = prefetch_perf_calc_alpha
+        self.prefetch_min_read_throughput = prefetch_min_read_throughput
+        self.prefetch_min_write_throughput = prefetch_min_write_throughput
+        self.prefetch_max_read_throughput = prefetch_max_read_throughput
+        self.prefetch_max_write_throughput = prefetch_max_write_throughput
+        self.prefetch_throttle_time = prefetch_throttle_time
+        self.compact_image = compact_image
+        self.table_offset = table_offset
+        self.chunk_size = chunk_size
+        self.storage_grow_unit = storage_grow_unit
+        self.add_storage_cmd = add_storage_cmd
+        self.journal_offset = journal_offset
+        self.journal_size = journal_size
+        self.clean_shutdown = clean_shutdown
+        self.need_zero_init = need_zero_init
+        self.generate_prefetch_profile = generate_prefetch_profile
+        self.unit_of_prefetch_profile_entry_len = unit_of_prefetch_profile_entry_len
+        self.profile_directed_prefetch_start_delay = profile_directed_prefetch_start_delay
+        self.write_updates_base_img = write_updates_base_img
+        self._raw_base_img = None
+        self._raw_base_img_fmt = None
+        self._raw_data_file = None
+        self._raw_data_file_fmt = None
+        self._raw_add_storage_cmd = None
+        self._raw_write_updates_base_img = None
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"magic={self.magic!r}"
+                f", version={self.version!r}"
+                f", all_data_in_fvd_img={self.all_data_in_fvd_img!r}"
+                f", virtual_disk_size={self.virtual_disk_size!r}"
+                f", metadata_size={self.metadata_size!r}"
+                f", base_img={self.base_img!r}"
+                f", base_img_fmt={self.base_img_fmt!r}"
+                f", base_img_size={self.base_img_size!r}"
+                f", bitmap_offset={self.bitmap_offset!r}"
+                f", bitmap_size={self.bitmap_size!r}"
+                f", block_size={self.block_size!r}"
+                f", copy_on_read={self.copy_on_read!r}"
+                f", max_outstanding_copy_on_read_data={self.max_outstanding_copy_on_read_data!r}"
+                f", data_file={self.data_file!r}"
+                f", data_file_fmt={self.data_file_fmt!r}"
+                f", prefetch_start_delay={self.prefetch_start_delay!r}"
+                f", prefetch_profile_offset={self.prefetch_profile_offset!r}"
+                f", prefetch_profile_entries={self.prefetch_profile_entries!r}"
+                f", num_prefetch_slots={self.num_prefetch_slots!r}"
+                f", bytes_per_prefetch={self.bytes_per_prefetch!r}"
+                f", prefetch_read_throughput_measure_time={self.prefetch_read_throughput_measure_time!r}"
+                f", prefetch_write_throughput_measure_time={self.prefetch_write_throughput_measure_time!r}"
+                f", prefetch_perf_calc_alpha={self.prefetch_perf_calc_alpha!r}"
+                f", prefetch_min_read_throughput={self.prefetch_min_read_throughput!r}"
+                f", prefetch_min_write_throughput={self.prefetch_min_write_throughput!r}"
+                f", prefetch_max_read_throughput={self.prefetch_max_read_throughput!r}"
+                f", prefetch_max_write_throughput={self.prefetch_max_write_throughput!r}"
+                f", prefetch_throttle_time={self.prefetch_throttle_time!r}"
+                f", compact_image={self.compact_image!r}"
+                f", table_offset={self.table_offset!r}"
+                f", chunk_size={self.chunk_size!r}"
+                f", storage_grow_unit={self.storage_grow_unit!r}"
+                f", add_storage_cmd={self.add_storage_cmd!r}"
+                f", journal_offset={self.journal_offset!r}"
+                f", journal_size={self.journal_size!r}"
+                f", clean_shutdown={self.clean_shutdown!r}"
+                f", need_zero_init={self.need_zero_init!r}"
+                f", generate_prefetch_profile={self.generate_prefetch_profile!r}"
+                f", unit_of_prefetch_profile_entry_len={self.unit_of_prefetch_profile_entry_len!r}"
+                f", profile_directed_prefetch_start_delay={self.profile_directed_prefetch_start_delay!r}"
+                f", write_updates_base_img={self.write_updates_base_img!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.magic, self.version, self.all_data_in_fvd_img, self.virtual_disk_size,
+                self.metadata_size, self.base_img, self.base_img_fmt, self.base_img_size,
+                self.bitmap_offset, self.bitmap_size, self.block_size, self.copy_on_read,
+                self.max_outstanding_copy_on_read_data, self.data_file, self.data_file_fmt,
+                self.prefetch_start_delay, self.prefetch_profile_offset, self.prefetch_profile_entries,
+                self.num_prefetch_slots, self.bytes_per_prefetch,
+                self.prefetch_read_throughput_measure_time, self.prefetch_write_throughput_measure_time,
+                self.prefetch_perf_calc_alpha, self.prefetch_min_read_throughput,
+                self.prefetch_min_write_throughput, self.prefetch_max_read_throughput,
+                self.prefetch_max_write_throughput, self.prefetch_throttle_time, self.compact_image,
+                self.table_offset, self.chunk_size, self.storage_grow_unit, self.add_storage_cmd,
+                self.journal_offset, self.journal_size, self.clean_shutdown, self.need_zero_init,
+                self.generate_prefetch_profile, self.unit_of_prefetch_profile_entry_len,
+                self.profile_directed_prefetch_start_delay, self.write_updates_base_img,)
+        theirs = (other.magic, other.version, other.all_data_in_fvd_img, other.virtual_disk_size,
+                  other.metadata_size, other.base_img, other.base_img_fmt, other.base_img_size,
+                  other.bitmap_offset, other.bitmap_size, other.block_size, other.copy_on_read,
+                  other.max_outstanding_copy_on_read_data, other.data_file, other.data_file_fmt,
+                  other.prefetch_start_delay, other.prefetch_profile_offset,
+                  other.prefetch_profile_entries, other.num_prefetch_slots, other.bytes_per_prefetch,
+                  other.prefetch_read_throughput_measure_time,
+                  other.prefetch_write_throughput_measure_time, other.prefetch_perf_calc_alpha,
+                  other.prefetch_min_read_throughput, other.prefetch_min_write_throughput,
+                  other.prefetch_max_read_throughput, other.prefetch_max_write_throughput,
+                  other.prefetch_throttle_time, other.compact_image, other.table_offset,
+                  other.chunk_size, other.storage_grow_unit, other.add_storage_cmd,
+                  other.journal_offset, other.journal_size, other.clean_shutdown, other.need_zero_init,
+                  other.generate_prefetch_profile, other.unit_of_prefetch_profile_entry_len,
+                  other.profile_directed_prefetch_start_delay, other.write_updates_base_img,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmHeader:
@@ -897,7 +1259,7 @@ class IbmHeader:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class IbmPrefetchProfileEntry:
     """Prefetch profile entry of the IBM layout, 12 bytes. Declared by the driver but
     never written (the profile region always has size 0)."""
@@ -911,6 +1273,24 @@ class IbmPrefetchProfileEntry:
         _codec.FieldInfo('offset_bytes', 0, 8, '', None, None, None, None, None),
         _codec.FieldInfo('len_in_units', 8, 4, 'Length in units of unit_of_prefetch_profile_entry_len bytes.', None, None, None, None, None),
     )
+
+    def __init__(self, offset_bytes: int, len_in_units: int) -> None:
+        self.offset_bytes = offset_bytes
+        self.len_in_units = len_in_units
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"offset_bytes={self.offset_bytes!r}"
+                f", len_in_units={self.len_in_units!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.offset_bytes, self.len_in_units,)
+        theirs = (other.offset_bytes, other.len_in_units,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmPrefetchProfileEntry:
@@ -957,7 +1337,7 @@ class IbmPrefetchProfileEntry:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Bitmap:
     """Copy-on-write bitmap of the base-image region [0, base_img_size): one bit per
     block_size bytes, LSB first (block b is bit b % 8 of byte b / 8). 0 = the block
@@ -973,6 +1353,24 @@ class Bitmap:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('data', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_bytes: int, data: bytes) -> None:
+        self.num_bytes = num_bytes
+        self.data = data
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_bytes={self.num_bytes!r}"
+                f", data={self.data!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_bytes, self.data,)
+        theirs = (other.num_bytes, other.data,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_bytes: int) -> Bitmap:
@@ -1018,7 +1416,7 @@ class Bitmap:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Table:
     """Lookup table of a compact image: entry i maps virtual chunk i (bytes
     [i * chunk_size, (i + 1) * chunk_size)). 0xFFFFFFFF = EMPTY, no storage (reads
@@ -1035,6 +1433,24 @@ class Table:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: array[int]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Table:
@@ -1079,7 +1495,7 @@ class Table:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Journal:
     """Journal of the founding layout: journal_size / 512 independent sectors, each
     written atomically. Replay (when clean_shutdown is 0) applies every record of
@@ -1093,6 +1509,24 @@ class Journal:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('sectors', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_sectors: int, sectors: list[JournalSector]) -> None:
+        self.num_sectors = num_sectors
+        self.sectors = sectors
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_sectors={self.num_sectors!r}"
+                f", sectors={self.sectors!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_sectors, self.sectors,)
+        theirs = (other.num_sectors, other.sectors,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_sectors: int) -> Journal:
@@ -1141,7 +1575,7 @@ class Journal:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class JournalSector:
     """One 512-byte journal sector of the founding layout: records packed from byte 0,
     ended by an `empty` record (u32 0) when at least 4 bytes remain."""
@@ -1153,6 +1587,22 @@ class JournalSector:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('body', 0, 512, '', None, None, None, None, None),
     )
+
+    def __init__(self, body: JournalRecordList) -> None:
+        self.body = body
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"body={self.body!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.body,)
+        theirs = (other.body,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> JournalSector:
@@ -1200,7 +1650,7 @@ class JournalSector:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class JournalRecordList:
     """The records of one journal sector, up to the end of the 512 bytes."""
 
@@ -1211,6 +1661,22 @@ class JournalRecordList:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('records', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, records: list[JournalRecord]) -> None:
+        self.records = records
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"records={self.records!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.records,)
+        theirs = (other.records,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> JournalRecordList:
@@ -1254,7 +1720,7 @@ class JournalRecordList:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class JournalRecord:
     """A journal record of the founding layout. The sheet gives no record format for
     this layout; as fvd.md §19 recommends, the wiki-specification (variant B)
@@ -1285,6 +1751,49 @@ class JournalRecord:
         _codec.FieldInfo('entries', None, None, 'Table record - new values of the entries (bit 31 may be set; mask it off).', None, None, None, None, None),
         _codec.FieldInfo('rest', None, None, 'After the terminator (or an unknown type) - garbage, ignored.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            record_type: JournalRecordType | int,
+            num_dirty_sectors: int | None,
+            dirty_sector_begin: int | None,
+            journal_epoch: int | None,
+            num_dirty_table_entries: int | None,
+            dirty_table_begin: int | None,
+            entries: array[int] | None,
+            rest: bytes | None,
+    ) -> None:
+        self.record_type = record_type
+        self.num_dirty_sectors = num_dirty_sectors
+        self.dirty_sector_begin = dirty_sector_begin
+        self.journal_epoch = journal_epoch
+        self.num_dirty_table_entries = num_dirty_table_entries
+        self.dirty_table_begin = dirty_table_begin
+        self.entries = entries
+        self.rest = rest
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"record_type={self.record_type!r}"
+                f", num_dirty_sectors={self.num_dirty_sectors!r}"
+                f", dirty_sector_begin={self.dirty_sector_begin!r}"
+                f", journal_epoch={self.journal_epoch!r}"
+                f", num_dirty_table_entries={self.num_dirty_table_entries!r}"
+                f", dirty_table_begin={self.dirty_table_begin!r}"
+                f", entries={self.entries!r}"
+                f", rest={self.rest!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.record_type, self.num_dirty_sectors, self.dirty_sector_begin, self.journal_epoch,
+                self.num_dirty_table_entries, self.dirty_table_begin, self.entries, self.rest,)
+        theirs = (other.record_type, other.num_dirty_sectors, other.dirty_sector_begin,
+                  other.journal_epoch, other.num_dirty_table_entries, other.dirty_table_begin,
+                  other.entries, other.rest,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> JournalRecord:
@@ -1399,7 +1908,7 @@ class JournalRecord:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class IbmJournal:
     """Journal of the IBM layout: journal_size / 512 independent sectors. No header,
     checksum, sequence number or epoch. Replay (when clean_shutdown is 0) applies
@@ -1413,6 +1922,24 @@ class IbmJournal:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('sectors', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_sectors: int, sectors: list[IbmJournalSector]) -> None:
+        self.num_sectors = num_sectors
+        self.sectors = sectors
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_sectors={self.num_sectors!r}"
+                f", sectors={self.sectors!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_sectors, self.sectors,)
+        theirs = (other.num_sectors, other.sectors,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_sectors: int) -> IbmJournal:
@@ -1461,7 +1988,7 @@ class IbmJournal:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class IbmJournalSector:
     """One 512-byte journal sector of the IBM layout: records packed from byte 0,
     ended by an `empty` record (u32 0) when at least 4 bytes remain. A commit is a
@@ -1475,6 +2002,22 @@ class IbmJournalSector:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('body', 0, 512, '', None, None, None, None, None),
     )
+
+    def __init__(self, body: IbmJournalRecordList) -> None:
+        self.body = body
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"body={self.body!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.body,)
+        theirs = (other.body,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmJournalSector:
@@ -1522,7 +2065,7 @@ class IbmJournalSector:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class IbmJournalRecordList:
     """The records of one journal sector, up to the end of the 512 bytes."""
 
@@ -1533,6 +2076,22 @@ class IbmJournalRecordList:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('records', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, records: list[IbmJournalRecord]) -> None:
+        self.records = records
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"records={self.records!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.records,)
+        theirs = (other.records,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmJournalRecordList:
@@ -1576,7 +2135,7 @@ class IbmJournalRecordList:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class IbmJournalRecord:
     """A journal record of the IBM layout: bitmap record 16 bytes, table record
     12 + 4 * count bytes, terminator 4 bytes. After the terminator (or an unknown
@@ -1601,6 +2160,45 @@ class IbmJournalRecord:
         _codec.FieldInfo('entries', None, None, 'Table record - new values of the entries (bit 31 may be set; mask it off).', None, None, None, None, None),
         _codec.FieldInfo('rest', None, None, 'After the terminator (or an unknown type) - garbage, ignored.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            record_type: JournalRecordType | int,
+            nb_sectors: int | None,
+            sector_num: int | None,
+            first_chunk: int | None,
+            count: int | None,
+            entries: array[int] | None,
+            rest: bytes | None,
+    ) -> None:
+        self.record_type = record_type
+        self.nb_sectors = nb_sectors
+        self.sector_num = sector_num
+        self.first_chunk = first_chunk
+        self.count = count
+        self.entries = entries
+        self.rest = rest
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"record_type={self.record_type!r}"
+                f", nb_sectors={self.nb_sectors!r}"
+                f", sector_num={self.sector_num!r}"
+                f", first_chunk={self.first_chunk!r}"
+                f", count={self.count!r}"
+                f", entries={self.entries!r}"
+                f", rest={self.rest!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.record_type, self.nb_sectors, self.sector_num, self.first_chunk, self.count,
+                self.entries, self.rest,)
+        theirs = (other.record_type, other.nb_sectors, other.sector_num, other.first_chunk, other.count,
+                  other.entries, other.rest,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmJournalRecord:

@@ -158,7 +158,7 @@ class BitmapType(IntEnum):
 _BITMAPTYPE_BY_VALUE: dict[int, BitmapType] = {m.value: m for m in BitmapType}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Qcow2:
     """A qcow2 image is a sequence of host clusters of C = 2^cluster_bits bytes. Cluster 0
     holds the header, the header extensions and (optionally) the backing file name.
@@ -184,6 +184,25 @@ class Qcow2:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('header', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, header: Header) -> None:
+        self.header = header
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"header={self.header!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.header,)
+        theirs = (other.header,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Qcow2:
@@ -280,7 +299,7 @@ class Qcow2:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Header:
     """Image header at offset 0. Version 2 headers end at byte 72 (implicit header length
     72, refcount order 4, all feature bitmaps 0). Version 3 headers continue up to
@@ -333,6 +352,92 @@ class Header:
         _codec.FieldInfo('compression_type', None, None, 'Additional field at byte 104, present only when header_length > 104; 0 (or absent) = deflate. A non-zero value must come with incompatible bit 3 and incompatible bit 3 requires a non-zero value (QEMU refuses the image otherwise; the rule cannot be checked here when the field is absent).', None, 'compression_type', None, None, 'expr ((_ != compression_type.DEFLATE) == ((incompatible_features & 8) != 0))'),
         _codec.FieldInfo('additional_fields', None, None, "Bytes 105 .. header_length-1: 7 bytes of zero padding in QEMU's 112-byte header, then any additional fields unknown to this spec. Must be preserved verbatim when the header is rewritten.", None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            magic: bytes,
+            version: int,
+            backing_file_offset: int,
+            backing_file_size: int,
+            cluster_bits: int,
+            virtual_size: int,
+            crypt_method: CryptMethod | int,
+            l1_size: int,
+            l1_table_offset: int,
+            refcount_table_offset: int,
+            refcount_table_clusters: int,
+            nb_snapshots: int,
+            snapshots_offset: int,
+            incompatible_features: int | None,
+            compatible_features: int | None,
+            autoclear_features: int | None,
+            refcount_order: int | None,
+            header_length: int | None,
+            compression_type: CompressionType | int | None,
+            additional_fields: bytes | None,
+    ) -> None:
+        self.magic = magic
+        self.version = version
+        self.backing_file_offset = backing_file_offset
+        self.backing_file_size = backing_file_size
+        self.cluster_bits = cluster_bits
+        self.virtual_size = virtual_size
+        self.crypt_method = crypt_method
+        self.l1_size = l1_size
+        self.l1_table_offset = l1_table_offset
+        self.refcount_table_offset = refcount_table_offset
+        self.refcount_table_clusters = refcount_table_clusters
+        self.nb_snapshots = nb_snapshots
+        self.snapshots_offset = snapshots_offset
+        self.incompatible_features = incompatible_features
+        self.compatible_features = compatible_features
+        self.autoclear_features = autoclear_features
+        self.refcount_order = refcount_order
+        self.header_length = header_length
+        self.compression_type = compression_type
+        self.additional_fields = additional_fields
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"magic={self.magic!r}"
+                f", version={self.version!r}"
+                f", backing_file_offset={self.backing_file_offset!r}"
+                f", backing_file_size={self.backing_file_size!r}"
+                f", cluster_bits={self.cluster_bits!r}"
+                f", virtual_size={self.virtual_size!r}"
+                f", crypt_method={self.crypt_method!r}"
+                f", l1_size={self.l1_size!r}"
+                f", l1_table_offset={self.l1_table_offset!r}"
+                f", refcount_table_offset={self.refcount_table_offset!r}"
+                f", refcount_table_clusters={self.refcount_table_clusters!r}"
+                f", nb_snapshots={self.nb_snapshots!r}"
+                f", snapshots_offset={self.snapshots_offset!r}"
+                f", incompatible_features={self.incompatible_features!r}"
+                f", compatible_features={self.compatible_features!r}"
+                f", autoclear_features={self.autoclear_features!r}"
+                f", refcount_order={self.refcount_order!r}"
+                f", header_length={self.header_length!r}"
+                f", compression_type={self.compression_type!r}"
+                f", additional_fields={self.additional_fields!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.magic, self.version, self.backing_file_offset, self.backing_file_size,
+                self.cluster_bits, self.virtual_size, self.crypt_method, self.l1_size,
+                self.l1_table_offset, self.refcount_table_offset, self.refcount_table_clusters,
+                self.nb_snapshots, self.snapshots_offset, self.incompatible_features,
+                self.compatible_features, self.autoclear_features, self.refcount_order,
+                self.header_length, self.compression_type, self.additional_fields,)
+        theirs = (other.magic, other.version, other.backing_file_offset, other.backing_file_size,
+                  other.cluster_bits, other.virtual_size, other.crypt_method, other.l1_size,
+                  other.l1_table_offset, other.refcount_table_offset, other.refcount_table_clusters,
+                  other.nb_snapshots, other.snapshots_offset, other.incompatible_features,
+                  other.compatible_features, other.autoclear_features, other.refcount_order,
+                  other.header_length, other.compression_type, other.additional_fields,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -605,7 +710,7 @@ class Header:
         return (self.backing_file_offset != 0)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class HeaderExtension:
     """One header extension: type, data length, data, zero padding to a multiple of 8.
     Extensions follow each other from the header length until one of type `end`; each
@@ -628,6 +733,34 @@ class HeaderExtension:
         _codec.FieldInfo('data', 8, None, '', 'Header extension data', None, None, None, None),
         _codec.FieldInfo('padding', None, None, 'Padding to the next multiple of 8 bytes; normally zero.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            ext_type: HeaderExtensionType | int,
+            len_data: int,
+            data: bytes,
+            padding: bytes,
+    ) -> None:
+        self.ext_type = ext_type
+        self.len_data = len_data
+        self.data = data
+        self.padding = padding
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"ext_type={self.ext_type!r}"
+                f", len_data={self.len_data!r}"
+                f", data={self.data!r}"
+                f", padding={self.padding!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.ext_type, self.len_data, self.data, self.padding,)
+        theirs = (other.ext_type, other.len_data, other.data, other.padding,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> HeaderExtension:
@@ -696,7 +829,7 @@ class HeaderExtension:
         return ((8 + self.len_data) + ((8 - (self.len_data % 8)) % 8))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class FeatureNameTable:
     """Payload of the feature name table extension (0x6803F857), 48-byte entries."""
 
@@ -708,6 +841,24 @@ class FeatureNameTable:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: list[FeatureNameEntry]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> FeatureNameTable:
@@ -756,7 +907,7 @@ class FeatureNameTable:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class FeatureNameEntry:
     """Names one feature bit, for error messages about unknown features. QEMU writes the
     table only for version 3 images with clusters larger than 4 KiB."""
@@ -773,6 +924,27 @@ class FeatureNameEntry:
         _codec.FieldInfo('bit_number', 1, 1, '', 'Bit number within the selected feature bitmap', None, None, None, '<= 63'),
         _codec.FieldInfo('name', 2, 46, 'Zero padded to 46 bytes, not necessarily NUL terminated.', 'Feature name', None, None, None, None),
     )
+
+    def __init__(self, feature_type: FeatureType | int, bit_number: int, name: str) -> None:
+        self.feature_type = feature_type
+        self.bit_number = bit_number
+        self.name = name
+        self._raw_name = None
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"feature_type={self.feature_type!r}"
+                f", bit_number={self.bit_number!r}"
+                f", name={self.name!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.feature_type, self.bit_number, self.name,)
+        theirs = (other.feature_type, other.bit_number, other.name,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FeatureNameEntry:
@@ -831,7 +1003,7 @@ class FeatureNameEntry:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class BitmapsExtension:
     """Payload of the bitmaps extension (0x23852875), exactly 24 bytes."""
 
@@ -848,6 +1020,36 @@ class BitmapsExtension:
         _codec.FieldInfo('bitmap_directory_size', 8, 8, 'Size of the bitmap directory in bytes.', None, None, None, None, None),
         _codec.FieldInfo('bitmap_directory_offset', 16, 8, 'File offset of the bitmap directory; cluster aligned.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            nb_bitmaps: int,
+            reserved: int,
+            bitmap_directory_size: int,
+            bitmap_directory_offset: int,
+    ) -> None:
+        self.nb_bitmaps = nb_bitmaps
+        self.reserved = reserved
+        self.bitmap_directory_size = bitmap_directory_size
+        self.bitmap_directory_offset = bitmap_directory_offset
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"nb_bitmaps={self.nb_bitmaps!r}"
+                f", reserved={self.reserved!r}"
+                f", bitmap_directory_size={self.bitmap_directory_size!r}"
+                f", bitmap_directory_offset={self.bitmap_directory_offset!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.nb_bitmaps, self.reserved, self.bitmap_directory_size,
+                self.bitmap_directory_offset,)
+        theirs = (other.nb_bitmaps, other.reserved, other.bitmap_directory_size,
+                  other.bitmap_directory_offset,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BitmapsExtension:
@@ -905,7 +1107,7 @@ class BitmapsExtension:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class FullDiskEncryptionHeaderPointer:
     """Payload of the full disk encryption header pointer extension (0x0537BE77),
     16 bytes; only with crypt_method luks. The clusters hold the LUKS header."""
@@ -919,6 +1121,24 @@ class FullDiskEncryptionHeaderPointer:
         _codec.FieldInfo('encryption_header_offset', 0, 8, 'File offset of the LUKS header; cluster aligned.', 'offset', None, None, None, None),
         _codec.FieldInfo('encryption_header_length', 8, 8, 'Length of the LUKS header (and key material) in bytes.', 'length', None, None, None, None),
     )
+
+    def __init__(self, encryption_header_offset: int, encryption_header_length: int) -> None:
+        self.encryption_header_offset = encryption_header_offset
+        self.encryption_header_length = encryption_header_length
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"encryption_header_offset={self.encryption_header_offset!r}"
+                f", encryption_header_length={self.encryption_header_length!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.encryption_header_offset, self.encryption_header_length,)
+        theirs = (other.encryption_header_offset, other.encryption_header_length,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FullDiskEncryptionHeaderPointer:
@@ -965,7 +1185,7 @@ class FullDiskEncryptionHeaderPointer:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Table:
     """A run of 64-bit entries: the L1 table (l1_size entries), an L2 table
     (cluster_size / 8 entries; with extended L2 entries, pairs of words, so
@@ -981,6 +1201,24 @@ class Table:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: array[int]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Table:
@@ -1025,7 +1263,7 @@ class Table:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class L1Entry:
     """L1 table entry (8 bytes). Entry 0 in the offset bits means no L2 table: everything
     under it is unallocated. QEMU's reserved mask is 0x7F000000000001FF."""
@@ -1043,6 +1281,34 @@ class L1Entry:
         _codec.FieldInfo('l2_table_sector', 1, 7, "Bits 9-55 - the L2 table's file offset / 512 (the offset is cluster aligned).", None, None, (9, 47), None, None),
         _codec.FieldInfo('reserved_low', 1, 7, 'Bits 0-8, must be zero.', None, None, (0, 9), None, None),
     )
+
+    def __init__(
+            self,
+            copied: int,
+            reserved_high: int,
+            l2_table_sector: int,
+            reserved_low: int,
+    ) -> None:
+        self.copied = copied
+        self.reserved_high = reserved_high
+        self.l2_table_sector = l2_table_sector
+        self.reserved_low = reserved_low
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"copied={self.copied!r}"
+                f", reserved_high={self.reserved_high!r}"
+                f", l2_table_sector={self.l2_table_sector!r}"
+                f", reserved_low={self.reserved_low!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.copied, self.reserved_high, self.l2_table_sector, self.reserved_low,)
+        theirs = (other.copied, other.reserved_high, other.l2_table_sector, other.reserved_low,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> L1Entry:
@@ -1103,7 +1369,7 @@ class L1Entry:
         return (self.l2_table_sector << 9)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class L2Entry:
     """Standard L2 table entry (8 bytes), for entries whose compressed bit is clear; a
     compressed entry is decoded with `compressed_cluster_descriptor`. Cluster types:
@@ -1129,6 +1395,42 @@ class L2Entry:
         _codec.FieldInfo('reserved_low', 1, 7, 'Bits 1-8, must be zero.', None, None, (1, 8), None, None),
         _codec.FieldInfo('all_zeros', 1, 7, 'Bit 0 - the cluster reads as zeros (version 3 only, not with extended L2); the offset may still describe preallocated space and the backing file is not consulted. Set in a version 2 image it is corruption.', None, None, (0, 1), None, None),
     )
+
+    def __init__(
+            self,
+            copied: int,
+            compressed: int,
+            reserved_high: int,
+            host_cluster_sector: int,
+            reserved_low: int,
+            all_zeros: int,
+    ) -> None:
+        self.copied = copied
+        self.compressed = compressed
+        self.reserved_high = reserved_high
+        self.host_cluster_sector = host_cluster_sector
+        self.reserved_low = reserved_low
+        self.all_zeros = all_zeros
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"copied={self.copied!r}"
+                f", compressed={self.compressed!r}"
+                f", reserved_high={self.reserved_high!r}"
+                f", host_cluster_sector={self.host_cluster_sector!r}"
+                f", reserved_low={self.reserved_low!r}"
+                f", all_zeros={self.all_zeros!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.copied, self.compressed, self.reserved_high, self.host_cluster_sector,
+                self.reserved_low, self.all_zeros,)
+        theirs = (other.copied, other.compressed, other.reserved_high, other.host_cluster_sector,
+                  other.reserved_low, other.all_zeros,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> L2Entry:
@@ -1193,7 +1495,7 @@ class L2Entry:
         return (self.host_cluster_sector << 9)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class L2EntryExtended:
     """Extended L2 table entry (16 bytes, incompatible bit 4): a standard entry whose
     zero flag must be 0, then a subcluster bitmap. A cluster has 32 subclusters of
@@ -1213,6 +1515,26 @@ class L2EntryExtended:
         _codec.FieldInfo('zero_bitmap', 8, 4, 'Bitmap bits 32-63 - bit x set means subcluster x reads as zeros.', None, None, (0, 32), None, None),
         _codec.FieldInfo('alloc_bitmap', 12, 4, 'Bitmap bits 0-31 - bit x set means subcluster x is allocated.', None, None, (0, 32), None, None),
     )
+
+    def __init__(self, entry: L2Entry, zero_bitmap: int, alloc_bitmap: int) -> None:
+        self.entry = entry
+        self.zero_bitmap = zero_bitmap
+        self.alloc_bitmap = alloc_bitmap
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"entry={self.entry!r}"
+                f", zero_bitmap={self.zero_bitmap!r}"
+                f", alloc_bitmap={self.alloc_bitmap!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.entry, self.zero_bitmap, self.alloc_bitmap,)
+        theirs = (other.entry, other.zero_bitmap, other.alloc_bitmap,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> L2EntryExtended:
@@ -1264,7 +1586,7 @@ class L2EntryExtended:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class CompressedClusterDescriptor:
     """An L2 entry with the compressed bit (62) set. The split between host offset and
     sector count depends on the cluster size, so cluster_bits is a parameter:
@@ -1284,6 +1606,24 @@ class CompressedClusterDescriptor:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entry', 0, 8, 'The whole 64-bit L2 entry.', None, None, None, None, None),
     )
+
+    def __init__(self, cluster_bits: int, entry: int) -> None:
+        self.cluster_bits = cluster_bits
+        self.entry = entry
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"cluster_bits={self.cluster_bits!r}"
+                f", entry={self.entry!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.cluster_bits, self.entry,)
+        theirs = (other.cluster_bits, other.entry,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, cluster_bits: int) -> CompressedClusterDescriptor:
@@ -1365,7 +1705,7 @@ class CompressedClusterDescriptor:
         return ((self.entry >> 63) == 1)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class RefcountTableEntry:
     """Refcount table entry (8 bytes): the offset of a refcount block, 0 when the block
     is not allocated (every refcount it would hold is 0). QEMU's reserved mask 0x1FF."""
@@ -1379,6 +1719,24 @@ class RefcountTableEntry:
         _codec.FieldInfo('refcount_block_sector', 0, 8, "Bits 9-63 - the refcount block's file offset / 512 (cluster aligned).", None, None, (9, 55), None, None),
         _codec.FieldInfo('reserved', 0, 8, 'Bits 0-8, must be zero.', None, None, (0, 9), None, None),
     )
+
+    def __init__(self, refcount_block_sector: int, reserved: int) -> None:
+        self.refcount_block_sector = refcount_block_sector
+        self.reserved = reserved
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"refcount_block_sector={self.refcount_block_sector!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.refcount_block_sector, self.reserved,)
+        theirs = (other.refcount_block_sector, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> RefcountTableEntry:
@@ -1429,7 +1787,7 @@ class RefcountTableEntry:
         return (self.refcount_block_sector << 9)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class RefcountBlock:
     """One refcount block: exactly one cluster of cluster_size * 8 / refcount_bits
     refcounts; refcount i describes host cluster
@@ -1455,6 +1813,45 @@ class RefcountBlock:
         _codec.FieldInfo('entries_32', None, None, '', None, None, None, None, None),
         _codec.FieldInfo('entries_64', None, None, '', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            refcount_order: int,
+            cluster_size: int,
+            packed: bytes | None,
+            entries_8: array[int] | None,
+            entries_16: array[int] | None,
+            entries_32: array[int] | None,
+            entries_64: array[int] | None,
+    ) -> None:
+        self.refcount_order = refcount_order
+        self.cluster_size = cluster_size
+        self.packed = packed
+        self.entries_8 = entries_8
+        self.entries_16 = entries_16
+        self.entries_32 = entries_32
+        self.entries_64 = entries_64
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"refcount_order={self.refcount_order!r}"
+                f", cluster_size={self.cluster_size!r}"
+                f", packed={self.packed!r}"
+                f", entries_8={self.entries_8!r}"
+                f", entries_16={self.entries_16!r}"
+                f", entries_32={self.entries_32!r}"
+                f", entries_64={self.entries_64!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.refcount_order, self.cluster_size, self.packed, self.entries_8, self.entries_16,
+                self.entries_32, self.entries_64,)
+        theirs = (other.refcount_order, other.cluster_size, other.packed, other.entries_8,
+                  other.entries_16, other.entries_32, other.entries_64,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, refcount_order: int, cluster_size: int) -> RefcountBlock:
@@ -1550,7 +1947,7 @@ class RefcountBlock:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class SnapshotTable:
     """The snapshot table, nb_snapshots variable-length entries at snapshots_offset."""
 
@@ -1562,6 +1959,24 @@ class SnapshotTable:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: list[SnapshotEntry]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> SnapshotTable:
@@ -1610,7 +2025,7 @@ class SnapshotTable:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class SnapshotEntry:
     """Snapshot table entry: 40 fixed bytes, extra data, ID string, name, padding to a
     multiple of 8 (the entry starts 8-aligned). Creating a snapshot copies the active
@@ -1648,6 +2063,65 @@ class SnapshotEntry:
         _codec.FieldInfo('name', None, None, 'Snapshot name, not NUL terminated.', None, None, None, None, None),
         _codec.FieldInfo('padding', None, None, 'Padding to a multiple of 8 bytes.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            l1_table_offset: int,
+            l1_size: int,
+            id_str_size: int,
+            name_size: int,
+            date_sec: int,
+            date_nsec: int,
+            vm_clock_nsec: int,
+            vm_state_size: int,
+            extra_data_size: int,
+            extra_data: SnapshotExtraData,
+            id_str: str,
+            name: str,
+            padding: bytes,
+    ) -> None:
+        self.l1_table_offset = l1_table_offset
+        self.l1_size = l1_size
+        self.id_str_size = id_str_size
+        self.name_size = name_size
+        self.date_sec = date_sec
+        self.date_nsec = date_nsec
+        self.vm_clock_nsec = vm_clock_nsec
+        self.vm_state_size = vm_state_size
+        self.extra_data_size = extra_data_size
+        self.extra_data = extra_data
+        self.id_str = id_str
+        self.name = name
+        self.padding = padding
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"l1_table_offset={self.l1_table_offset!r}"
+                f", l1_size={self.l1_size!r}"
+                f", id_str_size={self.id_str_size!r}"
+                f", name_size={self.name_size!r}"
+                f", date_sec={self.date_sec!r}"
+                f", date_nsec={self.date_nsec!r}"
+                f", vm_clock_nsec={self.vm_clock_nsec!r}"
+                f", vm_state_size={self.vm_state_size!r}"
+                f", extra_data_size={self.extra_data_size!r}"
+                f", extra_data={self.extra_data!r}"
+                f", id_str={self.id_str!r}"
+                f", name={self.name!r}"
+                f", padding={self.padding!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.l1_table_offset, self.l1_size, self.id_str_size, self.name_size, self.date_sec,
+                self.date_nsec, self.vm_clock_nsec, self.vm_state_size, self.extra_data_size,
+                self.extra_data, self.id_str, self.name, self.padding,)
+        theirs = (other.l1_table_offset, other.l1_size, other.id_str_size, other.name_size,
+                  other.date_sec, other.date_nsec, other.vm_clock_nsec, other.vm_state_size,
+                  other.extra_data_size, other.extra_data, other.id_str, other.name, other.padding,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> SnapshotEntry:
@@ -1753,7 +2227,7 @@ class SnapshotEntry:
         return ((((40 + self.extra_data_size) + self.id_str_size) + self.name_size) + ((8 - ((((40 + self.extra_data_size) + self.id_str_size) + self.name_size) % 8)) % 8))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class SnapshotExtraData:
     """Snapshot extra data; each field is present only if the extra data is long enough.
     Bytes beyond the known fields must be preserved."""
@@ -1772,6 +2246,39 @@ class SnapshotExtraData:
         _codec.FieldInfo('icount', None, None, 'Record/replay instruction count at snapshot time, -1 when disabled.', None, None, None, None, None),
         _codec.FieldInfo('unknown', None, None, 'Extra data unknown to this spec.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            len_extra_data: int,
+            vm_state_size_large: int | None,
+            disk_size: int | None,
+            icount: int | None,
+            unknown: bytes | None,
+    ) -> None:
+        self.len_extra_data = len_extra_data
+        self.vm_state_size_large = vm_state_size_large
+        self.disk_size = disk_size
+        self.icount = icount
+        self.unknown = unknown
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"len_extra_data={self.len_extra_data!r}"
+                f", vm_state_size_large={self.vm_state_size_large!r}"
+                f", disk_size={self.disk_size!r}"
+                f", icount={self.icount!r}"
+                f", unknown={self.unknown!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.len_extra_data, self.vm_state_size_large, self.disk_size, self.icount,
+                self.unknown,)
+        theirs = (other.len_extra_data, other.vm_state_size_large, other.disk_size, other.icount,
+                  other.unknown,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, len_extra_data: int) -> SnapshotExtraData:
@@ -1860,7 +2367,7 @@ class SnapshotExtraData:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class BitmapDirectory:
     """The bitmap directory, nb_bitmaps variable-length entries."""
 
@@ -1872,6 +2379,24 @@ class BitmapDirectory:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: list[BitmapDirectoryEntry]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> BitmapDirectory:
@@ -1920,7 +2445,7 @@ class BitmapDirectory:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class BitmapDirectoryEntry:
     """Bitmap directory entry: 24 fixed bytes, extra data, name, zero padding to a
     multiple of 8. Bit for guest byte b: bit (b >> granularity_bits) of the bitmap
@@ -1957,6 +2482,67 @@ class BitmapDirectoryEntry:
         _codec.FieldInfo('name', None, None, 'Bitmap name, unique in the image, not NUL terminated.', None, None, None, None, None),
         _codec.FieldInfo('padding', None, None, 'Zero padding to a multiple of 8 bytes.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            bitmap_table_offset: int,
+            bitmap_table_size: int,
+            reserved_flags: int,
+            extra_data_compatible: int,
+            auto: int,
+            in_use: int,
+            bitmap_type: BitmapType | int,
+            granularity_bits: int,
+            name_size: int,
+            extra_data_size: int,
+            extra_data: bytes,
+            name: str,
+            padding: bytes,
+    ) -> None:
+        self.bitmap_table_offset = bitmap_table_offset
+        self.bitmap_table_size = bitmap_table_size
+        self.reserved_flags = reserved_flags
+        self.extra_data_compatible = extra_data_compatible
+        self.auto = auto
+        self.in_use = in_use
+        self.bitmap_type = bitmap_type
+        self.granularity_bits = granularity_bits
+        self.name_size = name_size
+        self.extra_data_size = extra_data_size
+        self.extra_data = extra_data
+        self.name = name
+        self.padding = padding
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"bitmap_table_offset={self.bitmap_table_offset!r}"
+                f", bitmap_table_size={self.bitmap_table_size!r}"
+                f", reserved_flags={self.reserved_flags!r}"
+                f", extra_data_compatible={self.extra_data_compatible!r}"
+                f", auto={self.auto!r}"
+                f", in_use={self.in_use!r}"
+                f", bitmap_type={self.bitmap_type!r}"
+                f", granularity_bits={self.granularity_bits!r}"
+                f", name_size={self.name_size!r}"
+                f", extra_data_size={self.extra_data_size!r}"
+                f", extra_data={self.extra_data!r}"
+                f", name={self.name!r}"
+                f", padding={self.padding!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.bitmap_table_offset, self.bitmap_table_size, self.reserved_flags,
+                self.extra_data_compatible, self.auto, self.in_use, self.bitmap_type,
+                self.granularity_bits, self.name_size, self.extra_data_size, self.extra_data, self.name,
+                self.padding,)
+        theirs = (other.bitmap_table_offset, other.bitmap_table_size, other.reserved_flags,
+                  other.extra_data_compatible, other.auto, other.in_use, other.bitmap_type,
+                  other.granularity_bits, other.name_size, other.extra_data_size, other.extra_data,
+                  other.name, other.padding,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BitmapDirectoryEntry:
@@ -2058,7 +2644,7 @@ class BitmapDirectoryEntry:
         return (((24 + self.extra_data_size) + self.name_size) + ((8 - (((24 + self.extra_data_size) + self.name_size) % 8)) % 8))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class BitmapTableEntry:
     """Bitmap table entry (8 bytes): one cluster of bitmap data, or - with offset 0 -
     a whole cluster of all-zero or all-one bits."""
@@ -2076,6 +2662,34 @@ class BitmapTableEntry:
         _codec.FieldInfo('reserved_low', 1, 7, 'Bits 1-8, must be zero.', None, None, (1, 8), None, None),
         _codec.FieldInfo('all_ones', 1, 7, "Bit 0 - with offset 0, the cluster's bits are all ones (else all zeros).", None, None, (0, 1), None, None),
     )
+
+    def __init__(
+            self,
+            reserved_high: int,
+            data_cluster_sector: int,
+            reserved_low: int,
+            all_ones: int,
+    ) -> None:
+        self.reserved_high = reserved_high
+        self.data_cluster_sector = data_cluster_sector
+        self.reserved_low = reserved_low
+        self.all_ones = all_ones
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"reserved_high={self.reserved_high!r}"
+                f", data_cluster_sector={self.data_cluster_sector!r}"
+                f", reserved_low={self.reserved_low!r}"
+                f", all_ones={self.all_ones!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.reserved_high, self.data_cluster_sector, self.reserved_low, self.all_ones,)
+        theirs = (other.reserved_high, other.data_cluster_sector, other.reserved_low, other.all_ones,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BitmapTableEntry:

@@ -51,7 +51,7 @@ class L2EntrySpecial(IntEnum):
 _L2ENTRYSPECIAL_BY_VALUE: dict[int, L2EntrySpecial] = {m.value: m for m in L2EntrySpecial}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Qed:
     """A QED image is a sequence of clusters. The first header_size clusters hold the 64-byte
     header, the backing file name and any extra data; then come the L1 table and, in
@@ -72,6 +72,25 @@ class Qed:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('header', 0, 64, '', None, None, None, None, None),
     )
+
+    def __init__(self, header: Header) -> None:
+        self.header = header
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"header={self.header!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.header,)
+        theirs = (other.header,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Qed:
@@ -143,7 +162,7 @@ class Qed:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Header:
     """Image header at offset 0, 64 bytes. Unknown `features` bits: do not open;
     unknown `compat_features` bits: open and ignore; unknown `autoclear_features`
@@ -176,6 +195,59 @@ class Header:
         _codec.FieldInfo('backing_filename_offset', 56, 4, 'Byte offset of the backing file name from the start of the file; meaningful only with the backing file feature (QEMU writes 64, right after the header, and 0 when there is no backing file).', None, None, None, None, None),
         _codec.FieldInfo('backing_filename_size', 60, 4, 'Length of the backing file name in bytes, not NUL terminated. With the backing file feature the name must lie within the first header_size clusters.', None, None, None, None, 'expr (((features & 1) == 0) or ((backing_filename_offset + _) <= (header_size * cluster_size)))'),
     )
+
+    def __init__(
+            self,
+            magic: bytes,
+            cluster_size: int,
+            table_size: int,
+            header_size: int,
+            features: int,
+            compat_features: int,
+            autoclear_features: int,
+            l1_table_offset: int,
+            image_size: int,
+            backing_filename_offset: int,
+            backing_filename_size: int,
+    ) -> None:
+        self.magic = magic
+        self.cluster_size = cluster_size
+        self.table_size = table_size
+        self.header_size = header_size
+        self.features = features
+        self.compat_features = compat_features
+        self.autoclear_features = autoclear_features
+        self.l1_table_offset = l1_table_offset
+        self.image_size = image_size
+        self.backing_filename_offset = backing_filename_offset
+        self.backing_filename_size = backing_filename_size
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"magic={self.magic!r}"
+                f", cluster_size={self.cluster_size!r}"
+                f", table_size={self.table_size!r}"
+                f", header_size={self.header_size!r}"
+                f", features={self.features!r}"
+                f", compat_features={self.compat_features!r}"
+                f", autoclear_features={self.autoclear_features!r}"
+                f", l1_table_offset={self.l1_table_offset!r}"
+                f", image_size={self.image_size!r}"
+                f", backing_filename_offset={self.backing_filename_offset!r}"
+                f", backing_filename_size={self.backing_filename_size!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.magic, self.cluster_size, self.table_size, self.header_size, self.features,
+                self.compat_features, self.autoclear_features, self.l1_table_offset, self.image_size,
+                self.backing_filename_offset, self.backing_filename_size,)
+        theirs = (other.magic, other.cluster_size, other.table_size, other.header_size, other.features,
+                  other.compat_features, other.autoclear_features, other.l1_table_offset,
+                  other.image_size, other.backing_filename_offset, other.backing_filename_size,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -301,7 +373,7 @@ class Header:
         return (self.header_size * self.cluster_size)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Table:
     """An L1 or L2 table: table_size contiguous clusters, table_nelems 64-bit entries.
     L1 entry: 0 = no L2 table, else the L2 table's file offset. L2 entry:
@@ -319,6 +391,24 @@ class Table:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: array[int]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Table:

@@ -98,7 +98,7 @@ class PlatformCode(IntEnum):
 _PLATFORMCODE_BY_VALUE: dict[int, PlatformCode] = {m.value: m for m in PlatformCode}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Vhd:
     """A VHD image is a fixed, dynamic or differencing virtual disk. Every image ends
     with a 512-byte footer; dynamic and differencing images also keep a copy of the
@@ -114,6 +114,21 @@ class Vhd:
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
+
+    def __init__(self) -> None:
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Vhd:
@@ -164,7 +179,7 @@ class Vhd:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Footer:
     """Hard disk footer, 512 bytes; a copy sits at offset 0 of dynamic images."""
 
@@ -205,6 +220,76 @@ class Footer:
         _codec.FieldInfo('saved_state', 84, 1, '1 when the virtual machine is in saved state.', None, None, None, None, None),
         _codec.FieldInfo('reserved', 85, 427, '', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            cookie: bytes,
+            features: int,
+            format_version: int,
+            data_offset: int,
+            timestamp: int,
+            creator_application: CreatorApplication | int,
+            creator_version: int,
+            creator_host_os: CreatorHostOs | int,
+            original_size: int,
+            current_size: int,
+            disk_geometry: DiskGeometry,
+            disk_type: DiskType | int,
+            checksum: int,
+            unique_id: bytes,
+            saved_state: int,
+            reserved: bytes,
+    ) -> None:
+        self.cookie = cookie
+        self.features = features
+        self.format_version = format_version
+        self.data_offset = data_offset
+        self.timestamp = timestamp
+        self.creator_application = creator_application
+        self.creator_version = creator_version
+        self.creator_host_os = creator_host_os
+        self.original_size = original_size
+        self.current_size = current_size
+        self.disk_geometry = disk_geometry
+        self.disk_type = disk_type
+        self.checksum = checksum
+        self.unique_id = unique_id
+        self.saved_state = saved_state
+        self.reserved = reserved
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"cookie={self.cookie!r}"
+                f", features={self.features!r}"
+                f", format_version={self.format_version!r}"
+                f", data_offset={self.data_offset!r}"
+                f", timestamp={self.timestamp!r}"
+                f", creator_application={self.creator_application!r}"
+                f", creator_version={self.creator_version!r}"
+                f", creator_host_os={self.creator_host_os!r}"
+                f", original_size={self.original_size!r}"
+                f", current_size={self.current_size!r}"
+                f", disk_geometry={self.disk_geometry!r}"
+                f", disk_type={self.disk_type!r}"
+                f", checksum={self.checksum!r}"
+                f", unique_id={self.unique_id!r}"
+                f", saved_state={self.saved_state!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.cookie, self.features, self.format_version, self.data_offset, self.timestamp,
+                self.creator_application, self.creator_version, self.creator_host_os,
+                self.original_size, self.current_size, self.disk_geometry, self.disk_type,
+                self.checksum, self.unique_id, self.saved_state, self.reserved,)
+        theirs = (other.cookie, other.features, other.format_version, other.data_offset,
+                  other.timestamp, other.creator_application, other.creator_version,
+                  other.creator_host_os, other.original_size, other.current_size, other.disk_geometry,
+                  other.disk_type, other.checksum, other.unique_id, other.saved_state, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Footer:
@@ -335,7 +420,7 @@ class Footer:
         return self
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class DiskGeometry:
     """CHS geometry reported to the guest's BIOS."""
 
@@ -350,6 +435,26 @@ class DiskGeometry:
         _codec.FieldInfo('heads', 2, 1, '', None, None, None, None, None),
         _codec.FieldInfo('sectors_per_track', 3, 1, '', None, None, None, None, None),
     )
+
+    def __init__(self, cylinders: int, heads: int, sectors_per_track: int) -> None:
+        self.cylinders = cylinders
+        self.heads = heads
+        self.sectors_per_track = sectors_per_track
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"cylinders={self.cylinders!r}"
+                f", heads={self.heads!r}"
+                f", sectors_per_track={self.sectors_per_track!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.cylinders, self.heads, self.sectors_per_track,)
+        theirs = (other.cylinders, other.heads, other.sectors_per_track,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DiskGeometry:
@@ -399,7 +504,7 @@ class DiskGeometry:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class DynamicHeader:
     """Dynamic disk header, 1024 bytes, at footer.data_offset."""
 
@@ -434,6 +539,67 @@ class DynamicHeader:
         _codec.FieldInfo('parent_locators', 576, 192, '', None, None, None, None, None),
         _codec.FieldInfo('reserved2', 768, 256, '', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            cookie: bytes,
+            data_offset: int,
+            table_offset: int,
+            header_version: int,
+            max_table_entries: int,
+            block_size: int,
+            checksum: int,
+            parent_unique_id: bytes,
+            parent_timestamp: int,
+            reserved1: bytes,
+            parent_unicode_name: str,
+            parent_locators: list[ParentLocator],
+            reserved2: bytes,
+    ) -> None:
+        self.cookie = cookie
+        self.data_offset = data_offset
+        self.table_offset = table_offset
+        self.header_version = header_version
+        self.max_table_entries = max_table_entries
+        self.block_size = block_size
+        self.checksum = checksum
+        self.parent_unique_id = parent_unique_id
+        self.parent_timestamp = parent_timestamp
+        self.reserved1 = reserved1
+        self.parent_unicode_name = parent_unicode_name
+        self.parent_locators = parent_locators
+        self.reserved2 = reserved2
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"cookie={self.cookie!r}"
+                f", data_offset={self.data_offset!r}"
+                f", table_offset={self.table_offset!r}"
+                f", header_version={self.header_version!r}"
+                f", max_table_entries={self.max_table_entries!r}"
+                f", block_size={self.block_size!r}"
+                f", checksum={self.checksum!r}"
+                f", parent_unique_id={self.parent_unique_id!r}"
+                f", parent_timestamp={self.parent_timestamp!r}"
+                f", reserved1={self.reserved1!r}"
+                f", parent_unicode_name={self.parent_unicode_name!r}"
+                f", parent_locators={self.parent_locators!r}"
+                f", reserved2={self.reserved2!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.cookie, self.data_offset, self.table_offset, self.header_version,
+                self.max_table_entries, self.block_size, self.checksum, self.parent_unique_id,
+                self.parent_timestamp, self.reserved1, self.parent_unicode_name, self.parent_locators,
+                self.reserved2,)
+        theirs = (other.cookie, other.data_offset, other.table_offset, other.header_version,
+                  other.max_table_entries, other.block_size, other.checksum, other.parent_unique_id,
+                  other.parent_timestamp, other.reserved1, other.parent_unicode_name,
+                  other.parent_locators, other.reserved2,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DynamicHeader:
@@ -589,7 +755,7 @@ class DynamicHeader:
         return self
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class ParentLocator:
     """Parent locator entry, 24 bytes; platform code 0 marks an unused entry."""
 
@@ -608,6 +774,39 @@ class ParentLocator:
         _codec.FieldInfo('reserved', 12, 4, '', None, None, None, None, None),
         _codec.FieldInfo('platform_data_offset', 16, 8, 'Absolute file offset of the locator data.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            platform_code: PlatformCode | int,
+            platform_data_space: int,
+            platform_data_length: int,
+            reserved: int,
+            platform_data_offset: int,
+    ) -> None:
+        self.platform_code = platform_code
+        self.platform_data_space = platform_data_space
+        self.platform_data_length = platform_data_length
+        self.reserved = reserved
+        self.platform_data_offset = platform_data_offset
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"platform_code={self.platform_code!r}"
+                f", platform_data_space={self.platform_data_space!r}"
+                f", platform_data_length={self.platform_data_length!r}"
+                f", reserved={self.reserved!r}"
+                f", platform_data_offset={self.platform_data_offset!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.platform_code, self.platform_data_space, self.platform_data_length, self.reserved,
+                self.platform_data_offset,)
+        theirs = (other.platform_code, other.platform_data_space, other.platform_data_length,
+                  other.reserved, other.platform_data_offset,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocator:
@@ -663,7 +862,7 @@ class ParentLocator:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Bat:
     """Block allocation table; entry i is the absolute sector number of block i
     (its sector bitmap), or 0xFFFFFFFF when the block is not allocated."""
@@ -676,6 +875,24 @@ class Bat:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: array[int]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Bat:

@@ -94,7 +94,7 @@ class SectorBitmapBlockState(IntEnum):
 _SECTORBITMAPBLOCKSTATE_BY_VALUE: dict[int, SectorBitmapBlockState] = {m.value: m for m in SectorBitmapBlockState}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Vhdx:
     """A VHDX image is a fixed, dynamic or differencing virtual disk. The file starts
     with a 1 MiB header section made of five 64 KiB slots: the file type identifier
@@ -133,6 +133,21 @@ class Vhdx:
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
     )
+
+    def __init__(self) -> None:
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Vhdx:
@@ -227,7 +242,7 @@ class Vhdx:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class FileIdentifier:
     """File type identifier, the whole first 64 KiB slot at offset 0. It must be
     written at creation and must never be overwritten afterwards; the signature
@@ -244,6 +259,26 @@ class FileIdentifier:
         _codec.FieldInfo('creator', 8, 512, 'Optional name of the creating application, UTF-16LE, NUL-terminated and NUL-padded (strip from the first U+0000). Diagnostic only: it must not influence behaviour. QEMU writes "QEMU v<version>", openvmm leaves it zero.', None, None, None, None, None),
         _codec.FieldInfo('reserved', 520, 65016, 'Rest of the 64 KiB slot, reserved.', None, None, None, None, None),
     )
+
+    def __init__(self, signature: bytes, creator: str, reserved: bytes) -> None:
+        self.signature = signature
+        self.creator = creator
+        self.reserved = reserved
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", creator={self.creator!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.creator, self.reserved,)
+        theirs = (other.signature, other.creator, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FileIdentifier:
@@ -295,7 +330,7 @@ class FileIdentifier:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Header:
     """Header, a 4 KiB structure at the start of the 64 KiB slots at 64 KiB and
     128 KiB (the rest of each slot is reserved). A header is valid when its
@@ -332,6 +367,59 @@ class Header:
         _codec.FieldInfo('log_offset', 72, 8, 'File offset of the log, a multiple of 1 MiB; the log must not overlap any other structure (so it is at least 1 MiB in practice).', None, None, None, None, 'expr ((_ % 1048576) == 0)'),
         _codec.FieldInfo('reserved', 80, 4016, 'Must be zero and ignored; included in the checksum.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            signature: bytes,
+            checksum: int,
+            sequence_number: int,
+            file_write_guid: bytes,
+            data_write_guid: bytes,
+            log_guid: bytes,
+            log_version: int,
+            version: int,
+            log_length: int,
+            log_offset: int,
+            reserved: bytes,
+    ) -> None:
+        self.signature = signature
+        self.checksum = checksum
+        self.sequence_number = sequence_number
+        self.file_write_guid = file_write_guid
+        self.data_write_guid = data_write_guid
+        self.log_guid = log_guid
+        self.log_version = log_version
+        self.version = version
+        self.log_length = log_length
+        self.log_offset = log_offset
+        self.reserved = reserved
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", checksum={self.checksum!r}"
+                f", sequence_number={self.sequence_number!r}"
+                f", file_write_guid={self.file_write_guid!r}"
+                f", data_write_guid={self.data_write_guid!r}"
+                f", log_guid={self.log_guid!r}"
+                f", log_version={self.log_version!r}"
+                f", version={self.version!r}"
+                f", log_length={self.log_length!r}"
+                f", log_offset={self.log_offset!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.checksum, self.sequence_number, self.file_write_guid,
+                self.data_write_guid, self.log_guid, self.log_version, self.version, self.log_length,
+                self.log_offset, self.reserved,)
+        theirs = (other.signature, other.checksum, other.sequence_number, other.file_write_guid,
+                  other.data_write_guid, other.log_guid, other.log_version, other.version,
+                  other.log_length, other.log_offset, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -456,7 +544,7 @@ class Header:
         return self
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class RegionTable:
     """Region table, 64 KiB at 192 KiB with an identical copy at 256 KiB: a 16-byte
     header, entry_count entries of 32 bytes, then reserved space up to 64 KiB.
@@ -481,6 +569,42 @@ class RegionTable:
         _codec.FieldInfo('entries', 16, None, '', None, None, None, None, None),
         _codec.FieldInfo('reserved_tail', None, None, 'Space after the last entry up to the 64 KiB boundary; reserved (may be zero), covered by the checksum.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            signature: bytes,
+            checksum: int,
+            entry_count: int,
+            reserved: int,
+            entries: list[RegionTableEntry],
+            reserved_tail: bytes,
+    ) -> None:
+        self.signature = signature
+        self.checksum = checksum
+        self.entry_count = entry_count
+        self.reserved = reserved
+        self.entries = entries
+        self.reserved_tail = reserved_tail
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", checksum={self.checksum!r}"
+                f", entry_count={self.entry_count!r}"
+                f", reserved={self.reserved!r}"
+                f", entries={self.entries!r}"
+                f", reserved_tail={self.reserved_tail!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.checksum, self.entry_count, self.reserved, self.entries,
+                self.reserved_tail,)
+        theirs = (other.signature, other.checksum, other.entry_count, other.reserved, other.entries,
+                  other.reserved_tail,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> RegionTable:
@@ -590,7 +714,7 @@ class RegionTable:
         return self
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class RegionTableEntry:
     """Region table entry, 32 bytes: the identity and location of one region. The
     GUID must be unique within the table; regions must not overlap each other,
@@ -617,6 +741,37 @@ class RegionTableEntry:
         _codec.FieldInfo('required', 28, 4, 'Bit 0 of the 4-byte Required field: 1 = an implementation that does not recognise this region must refuse to load the file. The specification marks both known regions required, but QEMU 7.2 (observed) writes 0 for them, so do not insist on 1 for BAT / metadata.', None, None, (0, 1), None, None),
         _codec.FieldInfo('reserved', 28, 4, 'Bits 1-31 of the Required field, reserved (0).', None, None, (1, 31), None, None),
     )
+
+    def __init__(
+            self,
+            guid: bytes,
+            file_offset: int,
+            length: int,
+            required: int,
+            reserved: int,
+    ) -> None:
+        self.guid = guid
+        self.file_offset = file_offset
+        self.length = length
+        self.required = required
+        self.reserved = reserved
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"guid={self.guid!r}"
+                f", file_offset={self.file_offset!r}"
+                f", length={self.length!r}"
+                f", required={self.required!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.guid, self.file_offset, self.length, self.required, self.reserved,)
+        theirs = (other.guid, other.file_offset, other.length, other.required, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> RegionTableEntry:
@@ -678,7 +833,7 @@ class RegionTableEntry:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class MetadataTable:
     """Metadata table, the first 64 KiB of the metadata region: a 32-byte header,
     entry_count entries of 32 bytes, then free space up to 64 KiB. Metadata items
@@ -696,6 +851,31 @@ class MetadataTable:
         _codec.FieldInfo('entries', 32, None, '', None, None, None, None, None),
         _codec.FieldInfo('reserved_tail', None, None, 'Free space after the last entry up to 64 KiB; may hold data that is disregarded.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            header: MetadataTableHeader,
+            entries: list[MetadataTableEntry],
+            reserved_tail: bytes,
+    ) -> None:
+        self.header = header
+        self.entries = entries
+        self.reserved_tail = reserved_tail
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"header={self.header!r}"
+                f", entries={self.entries!r}"
+                f", reserved_tail={self.reserved_tail!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.header, self.entries, self.reserved_tail,)
+        theirs = (other.header, other.entries, other.reserved_tail,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> MetadataTable:
@@ -754,7 +934,7 @@ class MetadataTable:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class MetadataTableHeader:
     """Metadata table header, 32 bytes at the start of the metadata region."""
 
@@ -771,6 +951,28 @@ class MetadataTableHeader:
         _codec.FieldInfo('entry_count', 10, 2, 'Number of entries in the table, at most 2047 (at most 1024 of them with is_user).', None, None, None, None, '<= 2047'),
         _codec.FieldInfo('reserved2', 12, 20, 'Must be zero.', None, None, None, None, None),
     )
+
+    def __init__(self, signature: bytes, reserved: int, entry_count: int, reserved2: bytes) -> None:
+        self.signature = signature
+        self.reserved = reserved
+        self.entry_count = entry_count
+        self.reserved2 = reserved2
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", reserved={self.reserved!r}"
+                f", entry_count={self.entry_count!r}"
+                f", reserved2={self.reserved2!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.reserved, self.entry_count, self.reserved2,)
+        theirs = (other.signature, other.reserved, other.entry_count, other.reserved2,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> MetadataTableHeader:
@@ -830,7 +1032,7 @@ class MetadataTableHeader:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class MetadataTableEntry:
     """Metadata table entry, 32 bytes; the (item_id, is_user) pair is unique. An
     unknown item with is_required makes the file unloadable; unknown items must
@@ -879,6 +1081,48 @@ class MetadataTableEntry:
         _codec.FieldInfo('reserved', 24, 4, 'Bits 3-31 of the flags word, must be zero.', None, None, (3, 29), None, None),
         _codec.FieldInfo('reserved2', 28, 4, 'Must be zero.', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            item_id: bytes,
+            offset: int,
+            length: int,
+            is_user: int,
+            is_virtual_disk: int,
+            is_required: int,
+            reserved: int,
+            reserved2: int,
+    ) -> None:
+        self.item_id = item_id
+        self.offset = offset
+        self.length = length
+        self.is_user = is_user
+        self.is_virtual_disk = is_virtual_disk
+        self.is_required = is_required
+        self.reserved = reserved
+        self.reserved2 = reserved2
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"item_id={self.item_id!r}"
+                f", offset={self.offset!r}"
+                f", length={self.length!r}"
+                f", is_user={self.is_user!r}"
+                f", is_virtual_disk={self.is_virtual_disk!r}"
+                f", is_required={self.is_required!r}"
+                f", reserved={self.reserved!r}"
+                f", reserved2={self.reserved2!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.item_id, self.offset, self.length, self.is_user, self.is_virtual_disk,
+                self.is_required, self.reserved, self.reserved2,)
+        theirs = (other.item_id, other.offset, other.length, other.is_user, other.is_virtual_disk,
+                  other.is_required, other.reserved, other.reserved2,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> MetadataTableEntry:
@@ -945,7 +1189,7 @@ class MetadataTableEntry:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class FileParameters:
     """File Parameters metadata item, 8 bytes (CAA16737-FA36-4D43-B3B6-33F0AA44E76B)."""
 
@@ -962,6 +1206,34 @@ class FileParameters:
         _codec.FieldInfo('has_parent', 4, 4, 'Bit 1 - differencing file; a parent locator item must exist.', None, None, (1, 1), None, None),
         _codec.FieldInfo('reserved', 4, 4, 'Bits 2-31, must be zero.', None, None, (2, 30), None, None),
     )
+
+    def __init__(
+            self,
+            block_size: int,
+            leave_blocks_allocated: int,
+            has_parent: int,
+            reserved: int,
+    ) -> None:
+        self.block_size = block_size
+        self.leave_blocks_allocated = leave_blocks_allocated
+        self.has_parent = has_parent
+        self.reserved = reserved
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"block_size={self.block_size!r}"
+                f", leave_blocks_allocated={self.leave_blocks_allocated!r}"
+                f", has_parent={self.has_parent!r}"
+                f", reserved={self.reserved!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.block_size, self.leave_blocks_allocated, self.has_parent, self.reserved,)
+        theirs = (other.block_size, other.leave_blocks_allocated, other.has_parent, other.reserved,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FileParameters:
@@ -1017,7 +1289,7 @@ class FileParameters:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class VirtualDiskSize:
     """Virtual Disk Size metadata item, 8 bytes (2FA54224-CD1B-4876-B211-5DBED83BF4B8)."""
 
@@ -1028,6 +1300,22 @@ class VirtualDiskSize:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('virtual_disk_size', 0, 8, 'Virtual disk size in bytes; at most 64 TiB and a multiple of the logical sector size (that second rule needs the other item and is not checked here).', None, None, None, None, '<= 70368744177664'),
     )
+
+    def __init__(self, virtual_disk_size: int) -> None:
+        self.virtual_disk_size = virtual_disk_size
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"virtual_disk_size={self.virtual_disk_size!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.virtual_disk_size,)
+        theirs = (other.virtual_disk_size,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> VirtualDiskSize:
@@ -1076,7 +1364,7 @@ class VirtualDiskSize:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class VirtualDiskId:
     """Virtual Disk ID metadata item, 16 bytes (BECA12AB-B2E6-4523-93EF-C309E000C746),
     also called "Page 83 data"."""
@@ -1088,6 +1376,22 @@ class VirtualDiskId:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('virtual_disk_id', 0, 16, "GUID (Microsoft mixed-endian layout) identifying the disk, reported as the SCSI page 0x83 identifier. Unlike VHD it is the same in a child and its parent; parent linkage uses the header's data_write_guid instead.", None, None, None, None, None),
     )
+
+    def __init__(self, virtual_disk_id: bytes) -> None:
+        self.virtual_disk_id = virtual_disk_id
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"virtual_disk_id={self.virtual_disk_id!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.virtual_disk_id,)
+        theirs = (other.virtual_disk_id,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> VirtualDiskId:
@@ -1131,7 +1435,7 @@ class VirtualDiskId:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class LogicalSectorSize:
     """Logical Sector Size metadata item, 4 bytes (8141BF1D-A96F-4709-BA47-F233A8FAAB5F)."""
 
@@ -1142,6 +1446,22 @@ class LogicalSectorSize:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('logical_sector_size', 0, 4, 'Sector size the virtual disk is exposed with, 512 or 4096; parent and child must match. It also fixes the chunk ratio (sectors covered by one 1 MiB sector bitmap block = 2^23).', None, None, None, None, 'any-of 512, 4096'),
     )
+
+    def __init__(self, logical_sector_size: int) -> None:
+        self.logical_sector_size = logical_sector_size
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"logical_sector_size={self.logical_sector_size!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.logical_sector_size,)
+        theirs = (other.logical_sector_size,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> LogicalSectorSize:
@@ -1190,7 +1510,7 @@ class LogicalSectorSize:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class PhysicalSectorSize:
     """Physical Sector Size metadata item, 4 bytes (CDA348C7-445D-4471-9CC9-E9885251C556)."""
 
@@ -1201,6 +1521,22 @@ class PhysicalSectorSize:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('physical_sector_size', 0, 4, 'Physical sector size reported for the virtual disk, 512 or 4096.', None, None, None, None, 'any-of 512, 4096'),
     )
+
+    def __init__(self, physical_sector_size: int) -> None:
+        self.physical_sector_size = physical_sector_size
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"physical_sector_size={self.physical_sector_size!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.physical_sector_size,)
+        theirs = (other.physical_sector_size,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> PhysicalSectorSize:
@@ -1249,7 +1585,7 @@ class PhysicalSectorSize:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class ChsParameters:
     """CHS parameters metadata item, 8 bytes (DA02D7BC-3D3A-423C-AC88-2A36AB21479B).
     Defined by Microsoft's open-source implementation (openvmm), not by [MS-VHDX]."""
@@ -1263,6 +1599,24 @@ class ChsParameters:
         _codec.FieldInfo('heads_per_cylinder', 0, 4, '', None, None, None, None, None),
         _codec.FieldInfo('sectors_per_track', 4, 4, '', None, None, None, None, None),
     )
+
+    def __init__(self, heads_per_cylinder: int, sectors_per_track: int) -> None:
+        self.heads_per_cylinder = heads_per_cylinder
+        self.sectors_per_track = sectors_per_track
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"heads_per_cylinder={self.heads_per_cylinder!r}"
+                f", sectors_per_track={self.sectors_per_track!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.heads_per_cylinder, self.sectors_per_track,)
+        theirs = (other.heads_per_cylinder, other.sectors_per_track,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ChsParameters:
@@ -1309,7 +1663,7 @@ class ChsParameters:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class ParentLocator:
     """Parent Locator metadata item (A8D35F2D-B30B-454D-ABF7-D3D84834AB0C), variable
     size: a 20-byte header and key_value_count entries of 12 bytes; the UTF-16LE
@@ -1326,6 +1680,24 @@ class ParentLocator:
         _codec.FieldInfo('header', 0, 20, '', None, None, None, None, None),
         _codec.FieldInfo('entries', 20, None, '', None, None, None, None, None),
     )
+
+    def __init__(self, header: ParentLocatorHeader, entries: list[ParentLocatorEntry]) -> None:
+        self.header = header
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"header={self.header!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.header, self.entries,)
+        theirs = (other.header, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocator:
@@ -1376,7 +1748,7 @@ class ParentLocator:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class ParentLocatorHeader:
     """Parent locator header, 20 bytes. The only locator type defined by the
     specification is the VHDX parent locator,
@@ -1398,6 +1770,26 @@ class ParentLocatorHeader:
         _codec.FieldInfo('reserved', 16, 2, 'Must be zero.', None, None, None, None, None),
         _codec.FieldInfo('key_value_count', 18, 2, 'Number of key/value entries that follow (openvmm accepts at most 256).', None, None, None, None, None),
     )
+
+    def __init__(self, locator_type: bytes, reserved: int, key_value_count: int) -> None:
+        self.locator_type = locator_type
+        self.reserved = reserved
+        self.key_value_count = key_value_count
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"locator_type={self.locator_type!r}"
+                f", reserved={self.reserved!r}"
+                f", key_value_count={self.key_value_count!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.locator_type, self.reserved, self.key_value_count,)
+        theirs = (other.locator_type, other.reserved, other.key_value_count,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocatorHeader:
@@ -1447,7 +1839,7 @@ class ParentLocatorHeader:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class ParentLocatorEntry:
     """Parent locator key/value entry, 12 bytes. Offsets are relative to the start of
     the parent locator item; keys and values are UTF-16LE without embedded or
@@ -1469,6 +1861,31 @@ class ParentLocatorEntry:
         _codec.FieldInfo('key_length', 8, 2, 'Key length in bytes; must be > 0.', None, None, None, None, '>= 1'),
         _codec.FieldInfo('value_length', 10, 2, 'Value length in bytes; must be > 0.', None, None, None, None, '>= 1'),
     )
+
+    def __init__(self, key_offset: int, value_offset: int, key_length: int, value_length: int) -> None:
+        self.key_offset = key_offset
+        self.value_offset = value_offset
+        self.key_length = key_length
+        self.value_length = value_length
+        self._io_buf = None
+        self._io_base = 0
+        self._io_end = 0
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"key_offset={self.key_offset!r}"
+                f", value_offset={self.value_offset!r}"
+                f", key_length={self.key_length!r}"
+                f", value_length={self.value_length!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.key_offset, self.value_offset, self.key_length, self.value_length,)
+        theirs = (other.key_offset, other.value_offset, other.key_length, other.value_length,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocatorEntry:
@@ -1563,7 +1980,7 @@ class ParentLocatorEntry:
         return _result
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Bat:
     """Block allocation table, the BAT region (region GUID
     2DC27766-F623-4200-9D64-115E9BFD4A08). Entries are raw u8 values for bulk
@@ -1588,6 +2005,24 @@ class Bat:
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
         _codec.FieldInfo('entries', 0, None, 'Raw 64-bit BAT entries, each laid out as `bat_entry`.', None, None, None, None, None),
     )
+
+    def __init__(self, num_entries: int, entries: array[int]) -> None:
+        self.num_entries = num_entries
+        self.entries = entries
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"num_entries={self.num_entries!r}"
+                f", entries={self.entries!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.num_entries, self.entries,)
+        theirs = (other.num_entries, other.entries,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Bat:
@@ -1632,7 +2067,7 @@ class Bat:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class BatEntry:
     """One BAT entry, a u8le read as bit fields from bit 0 (bit-endian le). For
     payload entries the state is a payload_block_state; for sector bitmap entries
@@ -1652,6 +2087,26 @@ class BatEntry:
         _codec.FieldInfo('reserved', 0, 8, 'Bits 3-19, must be zero.', None, None, (3, 17), None, None),
         _codec.FieldInfo('file_offset_mb', 0, 8, 'Bits 20-63, file offset of the block in MiB. Reserved (keep 0) for NOT_PRESENT and ZERO; may be a "soft anchor" for UNDEFINED and UNMAPPED (old contents kept for reuse; not an allocated block).', None, None, (20, 44), None, None),
     )
+
+    def __init__(self, state: PayloadBlockState | int, reserved: int, file_offset_mb: int) -> None:
+        self.state = state
+        self.reserved = reserved
+        self.file_offset_mb = file_offset_mb
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"state={self.state!r}"
+                f", reserved={self.reserved!r}"
+                f", file_offset_mb={self.file_offset_mb!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.state, self.reserved, self.file_offset_mb,)
+        theirs = (other.state, other.reserved, other.file_offset_mb,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BatEntry:
@@ -1704,7 +2159,7 @@ class BatEntry:
         return (self.file_offset_mb << 20)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class LogEntryHeader:
     """Log entry header, the first 64 bytes of a log entry. A log entry is a run of
     4 KiB sectors in the circular log (it may wrap around the end of the log
@@ -1743,6 +2198,56 @@ class LogEntryHeader:
         _codec.FieldInfo('flushed_file_offset', 48, 8, "File size that was already stable on disk when the entry was written (the largest true value); a file shorter than the head entry's value is truncated. The specification requires a multiple of 1 MiB, but QEMU writes the current file length, so it is not checked here.", None, None, None, None, None),
         _codec.FieldInfo('last_file_offset', 56, 8, 'Smallest file size holding every allocated structure at the time of the entry; replay extends the file to at least this size. Multiple of 1 MiB per the specification (not checked, as flushed_file_offset).', None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            signature: bytes,
+            checksum: int,
+            entry_length: int,
+            tail: int,
+            sequence_number: int,
+            descriptor_count: int,
+            reserved: int,
+            log_guid: bytes,
+            flushed_file_offset: int,
+            last_file_offset: int,
+    ) -> None:
+        self.signature = signature
+        self.checksum = checksum
+        self.entry_length = entry_length
+        self.tail = tail
+        self.sequence_number = sequence_number
+        self.descriptor_count = descriptor_count
+        self.reserved = reserved
+        self.log_guid = log_guid
+        self.flushed_file_offset = flushed_file_offset
+        self.last_file_offset = last_file_offset
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", checksum={self.checksum!r}"
+                f", entry_length={self.entry_length!r}"
+                f", tail={self.tail!r}"
+                f", sequence_number={self.sequence_number!r}"
+                f", descriptor_count={self.descriptor_count!r}"
+                f", reserved={self.reserved!r}"
+                f", log_guid={self.log_guid!r}"
+                f", flushed_file_offset={self.flushed_file_offset!r}"
+                f", last_file_offset={self.last_file_offset!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.checksum, self.entry_length, self.tail, self.sequence_number,
+                self.descriptor_count, self.reserved, self.log_guid, self.flushed_file_offset,
+                self.last_file_offset,)
+        theirs = (other.signature, other.checksum, other.entry_length, other.tail,
+                  other.sequence_number, other.descriptor_count, other.reserved, other.log_guid,
+                  other.flushed_file_offset, other.last_file_offset,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> LogEntryHeader:
@@ -1857,7 +2362,7 @@ class LogEntryHeader:
         return self
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class ZeroDescriptor:
     """Zero descriptor, 32 bytes - write zero_length zero bytes at file_offset; has no data sector."""
 
@@ -1876,6 +2381,38 @@ class ZeroDescriptor:
         _codec.FieldInfo('file_offset', 16, 8, 'File offset to zero from, a multiple of 4 KiB.', None, None, None, None, 'expr ((_ % 4096) == 0)'),
         _codec.FieldInfo('sequence_number', 24, 8, "Must equal the entry header's sequence_number.", None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            signature: bytes,
+            reserved: int,
+            zero_length: int,
+            file_offset: int,
+            sequence_number: int,
+    ) -> None:
+        self.signature = signature
+        self.reserved = reserved
+        self.zero_length = zero_length
+        self.file_offset = file_offset
+        self.sequence_number = sequence_number
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", reserved={self.reserved!r}"
+                f", zero_length={self.zero_length!r}"
+                f", file_offset={self.file_offset!r}"
+                f", sequence_number={self.sequence_number!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.reserved, self.zero_length, self.file_offset, self.sequence_number,)
+        theirs = (other.signature, other.reserved, other.zero_length, other.file_offset,
+                  other.sequence_number,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ZeroDescriptor:
@@ -1940,7 +2477,7 @@ class ZeroDescriptor:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class DataDescriptor:
     """Data descriptor, 32 bytes - one 4 KiB sector update. The 4096 bytes written at
     file_offset are leading_bytes + the matching data_sector's data + trailing_bytes."""
@@ -1960,6 +2497,39 @@ class DataDescriptor:
         _codec.FieldInfo('file_offset', 16, 8, 'File offset to write the 4 KiB update to, a multiple of 4 KiB.', None, None, None, None, 'expr ((_ % 4096) == 0)'),
         _codec.FieldInfo('sequence_number', 24, 8, "Must equal the entry header's sequence_number.", None, None, None, None, None),
     )
+
+    def __init__(
+            self,
+            signature: bytes,
+            trailing_bytes: bytes,
+            leading_bytes: bytes,
+            file_offset: int,
+            sequence_number: int,
+    ) -> None:
+        self.signature = signature
+        self.trailing_bytes = trailing_bytes
+        self.leading_bytes = leading_bytes
+        self.file_offset = file_offset
+        self.sequence_number = sequence_number
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", trailing_bytes={self.trailing_bytes!r}"
+                f", leading_bytes={self.leading_bytes!r}"
+                f", file_offset={self.file_offset!r}"
+                f", sequence_number={self.sequence_number!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.trailing_bytes, self.leading_bytes, self.file_offset,
+                self.sequence_number,)
+        theirs = (other.signature, other.trailing_bytes, other.leading_bytes, other.file_offset,
+                  other.sequence_number,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DataDescriptor:
@@ -2022,7 +2592,7 @@ class DataDescriptor:
         return cls(**values)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class DataSector:
     """Data sector, 4096 bytes - the middle of one data descriptor's update. Data
     sectors follow the descriptor sectors in the order of the data descriptors."""
@@ -2040,6 +2610,28 @@ class DataSector:
         _codec.FieldInfo('data', 8, 4084, 'Bytes 8-4091 of the update.', None, None, None, None, None),
         _codec.FieldInfo('sequence_low', 4092, 4, "Lower 32 bits of the entry's sequence_number.", None, None, None, None, None),
     )
+
+    def __init__(self, signature: bytes, sequence_high: int, data: bytes, sequence_low: int) -> None:
+        self.signature = signature
+        self.sequence_high = sequence_high
+        self.data = data
+        self.sequence_low = sequence_low
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}("
+                f"signature={self.signature!r}"
+                f", sequence_high={self.sequence_high!r}"
+                f", data={self.data!r}"
+                f", sequence_low={self.sequence_low!r}"
+                ")")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, self.__class__)  # for the type checker
+        mine = (self.signature, self.sequence_high, self.data, self.sequence_low,)
+        theirs = (other.signature, other.sequence_high, other.data, other.sequence_low,)
+        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DataSector:

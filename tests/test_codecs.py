@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import random
 import re
 import tempfile
@@ -275,3 +276,42 @@ def test_crc32c_extension_loaded_alone_or_through_the_package(found: bool,
     assert fn(bytes(4096)) == _codec.crc32c(bytes(4096))
     if found:
         assert fn.__module__ == "crc32c._crc32c"
+
+
+ALL_TYPES = [(f"{mod.SPEC_ID}:{path}", cls) for mod in modules() for path, cls in mod.TYPES.items()]
+
+
+@pytest.mark.parametrize(("name", "cls"), ALL_TYPES, ids=[n for n, _ in ALL_TYPES])
+def test_written_out_methods_are_what_dataclass_makes(name: str, cls: Any) -> None:
+    """Codegen writes __init__, __repr__ and __eq__ itself (dataclass would compile them at
+    import time); dataclass's own field table says what each must do."""
+    fields = dataclasses.fields(cls)
+    public = [f.name for f in fields if f.init]
+    assert dataclasses.is_dataclass(cls) and "__dict__" not in dir(cls)  # slots
+    assert list(inspect.signature(cls).parameters) == public
+    assert cls.__match_args__ == tuple(public)
+    assert cls.__hash__ is None  # mutable with ==, as dataclass leaves it
+
+    rec = cls.new()
+    for f in fields:
+        if not f.init:
+            assert getattr(rec, f.name) == f.default  # set by __init__ like dataclass's
+    shown = ", ".join(f"{f.name}={getattr(rec, f.name)!r}" for f in fields if f.repr)
+    assert repr(rec) == f"{cls.__qualname__}({shown})"
+
+    twin = dataclasses.replace(rec)
+    assert twin == rec and twin is not rec
+    assert rec != object() and rec.__eq__(object()) is NotImplemented
+    for f in fields:
+        other = dataclasses.replace(rec)
+        setattr(other, f.name, _Unequal())
+        assert (other == rec) is (not f.compare), f.name
+
+
+class _Unequal:
+    """A value equal to nothing, itself included."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = object.__hash__
