@@ -782,6 +782,20 @@ def test_relative_names(tmp_path: Path, chdir: Callable[[Path], None]) -> None:
     assert info["full-backing-filename"] == "sub/base.vhd"
 
 
+def test_entry_point_exits_with_the_code_and_runs_exit_handlers(images: dict[str, Path]) -> None:
+    """run() freezes the garbage collector before exiting (a faster exit); exit handlers
+    registered before it still run, standard output is complete, the code is main()'s."""
+    code = ("import atexit, sys; atexit.register(print, 'handler ran'); "
+            f"sys.argv = ['diskspec', 'map', '--output=json', '-f', 'vpc', {str(images['vpc-dynamic'])!r}]; "
+            "from diskspec.runtime.cli import run; run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    body, _, tail = proc.stdout.rpartition("]\n")
+    assert proc.returncode == 0 and json.loads(body + "]") and tail == "handler ran\n"
+    proc = subprocess.run([sys.executable, "-c", code.replace("'vpc', ", "'vpc', '--nope', ")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and proc.stdout == "handler ran\n" and one_error_line(proc.stderr)
+
+
 def test_start_up_imports_stay_lean() -> None:
     """What the command line and convert's engines import at start-up leaves out modules it
     does not need for most commands (logging, concurrent.futures, json, shutil: ~7 ms per
