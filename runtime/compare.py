@@ -21,6 +21,8 @@ SECTOR = 512
 
 @dataclass
 class CompareResult:
+    """What compare found: identical or not, the first differing offset, messages."""
+
     identical: bool
     messages: list[str] = field(default_factory=list)
     offset: int | None = None  # first differing offset (sector start), when content differs

@@ -41,6 +41,8 @@ LOOKAHEAD = 64  # at most this many jobs queued ahead of the one being written
 
 @dataclass
 class ConvertStats:
+    """Byte counts of one convert."""
+
     size: int = 0  # guest bytes converted
     written: int = 0  # bytes written to the target
     skipped_zero: int = 0  # guest bytes not written because they read as zeros
@@ -48,6 +50,8 @@ class ConvertStats:
 
 @dataclass(slots=True)
 class _Job:
+    """One piece of the copy: at most one chunk of a source run, bound for the target."""
+
     target: int  # guest offset in the target
     length: int
     entry: MapEntry  # the source run it comes from

@@ -14,6 +14,8 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Extent:
+    """A run of guest bytes and how it is stored."""
+
     offset: int  # guest offset
     length: int
     state: State

@@ -36,6 +36,8 @@ HostHoles = Literal["none", "identity", "all"]
 
 @dataclass(slots=True)
 class MapEntry:
+    """One entry of qemu-img map's block status (its JSON members), and the layer it is from."""
+
     start: int
     length: int
     depth: int

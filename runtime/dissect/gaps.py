@@ -44,6 +44,8 @@ MAX_HINTS = 8
 
 @dataclass
 class ScanOptions:
+    """Whether and how much of the unreferenced bytes to read."""
+
     scan: bool = True
     #: bytes of gap data read at most; beyond it the gaps are sampled
     budget: int = 256 * MiB
@@ -102,6 +104,8 @@ def add_gaps(root: Node, reader: Reader, options: ScanOptions) -> None:
 
 @dataclass
 class _Range:
+    """Non-zero bytes found in a gap: where, their first bytes, what they look like."""
+
     start: int
     end: int
     head: bytes

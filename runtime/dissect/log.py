@@ -54,6 +54,8 @@ class Budget:
 
 @dataclass
 class Entry:
+    """A log entry as dissected: its node, its header (when it parses) and verdicts."""
+
     pos: int  # offset inside the log
     node: Node
     header: vhdx.LogEntryHeader | None

@@ -9,6 +9,8 @@ from .common import MiB
 
 @dataclass
 class Options:
+    """What dissect shows and how much it may read."""
+
     #: list every BAT entry (a lazily computed table on the BAT node)
     bat: bool = False
     #: read the gaps between structures looking for non-zero bytes

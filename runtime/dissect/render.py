@@ -40,6 +40,8 @@ def _document(root: Node, tree: Any) -> dict[str, Any]:
 
 @dataclass
 class _Rows:
+    """Stands for a table's rows in the tree until they are streamed."""
+
     table: Table
 
 
@@ -302,6 +304,8 @@ HEXDUMP_LIMIT = 64 * 1024
 
 @dataclass
 class Segment:
+    """A piece of a structure's bytes for --hexdump, with its field boundaries."""
+
     name: str
     offset: int
     size: int

@@ -26,6 +26,8 @@ DESCRIPTOR = 32
 
 @dataclass
 class Entry:
+    """A valid log entry: its header and the writes its descriptors make."""
+
     offset: int  # in the log region
     header: vhdx.LogEntryHeader
     #: (file offset, 4096-byte page) or (file offset, zero length) per descriptor, in order
