@@ -81,6 +81,11 @@ class TypePlan:
     struct_def: str | None = None  # module-level Struct for the fast path
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """The fields of the record: in __init__, repr and ==."""
+        return tuple(c.name for c in self.columns)
+
+    @property
     def private(self) -> list[Private]:
         slots = []
         if self.ctx_slots:
@@ -398,8 +403,6 @@ class Renderer:
                           if a.kind == "strz" and a.repeat is None and a.size is not None]
         plan.field_rows = self.field_rows(tdef)
         plan.methods.append(self.init_method(plan))
-        plan.methods.append(self.repr_method(plan))
-        plan.methods.append(self.eq_method(plan))
         flat = self.is_flat(tdef.path)
         if flat:
             plan.struct_def = self.flat_struct(tdef)
@@ -1068,42 +1071,18 @@ class Renderer:
             return [f"out += _codec.fixed_bytes({var}, {size}, {path!r})"]
         return [f"out += {var}"]
 
-    # -- __init__, __repr__, __eq__ ---------------------------------------------------------
-    # What @dataclass would generate, written out: dataclass compiles these with exec() at
-    # every import (~0.5 ms a class; 11 ms for vhdx.py), so the class is declared with
-    # init=False, repr=False, eq=False and gets them from here instead.
+    # -- __init__ ---------------------------------------------------------------------------
+    # What @dataclass would generate, written out: dataclass compiles it with exec() at every
+    # import (__repr__ and __eq__ come from _codec.Record), so classes say init=False.
 
     def init_method(self, plan: TypePlan) -> list[str]:
-        params = "".join(f", {c.name}: {c.annotation}" for c in plan.columns)
-        head = f"def __init__(self{params}) -> None:"
-        if len(head) > 100:
-            head = "def __init__(\n        self,\n" + "".join(
-                f"        {c.name}: {c.annotation},\n" for c in plan.columns) + ") -> None:"
+        params = [f"{c.name}: {c.annotation}" for c in plan.columns]
+        head = [f"def __init__({', '.join(['self', *params])}) -> None:"]
+        if len(head[0]) > 100:
+            head = ["def __init__(", "        self,", *[f"        {p}," for p in params], ") -> None:"]
         body = [f"    self.{c.name} = {c.name}" for c in plan.columns]
         body += [f"    self.{s.name} = {s.default}" for s in plan.private]
-        return head.split("\n") + (body or ["    pass"])
-
-    def repr_method(self, plan: TypePlan) -> list[str]:
-        parts = [f"{', ' if i else ''}{c.name}={{self.{c.name}!r}}" for i, c in enumerate(plan.columns)]
-        lines = ["def __repr__(self) -> str:",
-                 '    return (f"{self.__class__.__qualname__}("']
-        lines += [f'            f"{part}"' for part in parts]
-        return lines + ['            ")")']
-
-    def eq_method(self, plan: TypePlan) -> list[str]:
-        lines = ["def __eq__(self, other: object) -> bool:",
-                 "    if other.__class__ is not self.__class__:",
-                 "        return NotImplemented",
-                 "    assert isinstance(other, self.__class__)  # for the type checker"]
-        if not plan.columns:
-            return lines + ["    return True"]
-
-        for who, name in (("self", "mine"), ("other", "theirs")):
-            lead = f"    {name} = ("
-            rows = wrap([f"{who}.{c.name}," for c in plan.columns], 100 - len(lead))
-            lines += [(lead if i == 0 else " " * len(lead)) + ln for i, ln in enumerate(rows)]
-            lines[-1] += ")"
-        return lines + ["    return mine == theirs"]
+        return head + (body or ["    pass"])
 
     # -- new(), instances, checksums --------------------------------------------------------
 
@@ -1253,17 +1232,6 @@ class Renderer:
         return {"name": self.enum_names[e.path], "map": self.map_name(e.path),
                 "members": [(label.upper(), value) for value, label in sorted(e.values.items())],
                 "path": "::".join(e.path)}
-
-
-def wrap(items: list[str], width: int) -> list[str]:
-    """`items` joined by spaces into lines of at most `width` characters (longer items alone)."""
-    lines: list[str] = []
-    for item in items:
-        if lines and len(lines[-1]) + 1 + len(item) <= width:
-            lines[-1] += " " + item
-        else:
-            lines.append(item)
-    return lines
 
 
 def render_module(spec: Spec) -> str:

@@ -32,7 +32,7 @@ _U4BE = _struct.Struct('>I')
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class AddCow:
+class AddCow(_codec.Record):
     """add-cow gives a plain image file (normally raw) a backing file and copy-on-write by
     keeping a separate `.add-cow` metadata file made of a header and an allocation
     bitmap. A bit of 0 means "read from the backing file", 1 means "read from the image
@@ -51,6 +51,7 @@ class AddCow:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ()
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -60,16 +61,6 @@ class AddCow:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> AddCow:
@@ -156,7 +147,7 @@ class AddCow:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class HeaderV7:
+class HeaderV7(_codec.Record):
     """Founding (v7) header, 2560 bytes, big-endian; the sector bitmap follows at byte
     2560 and runs to the end of the file. add-cow.md calls this layout UNCONFIRMED;
     add-cow-v7.md (the project's founding document) wins, so it is confirmed here."""
@@ -172,6 +163,7 @@ class HeaderV7:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('magic', 'version', 'backing_file', 'image_file', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header_v7',)
     SIZE: ClassVar[int] = 2560
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -200,23 +192,6 @@ class HeaderV7:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"magic={self.magic!r}"
-                f", version={self.version!r}"
-                f", backing_file={self.backing_file!r}"
-                f", image_file={self.image_file!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.magic, self.version, self.backing_file, self.image_file, self.reserved,)
-        theirs = (other.magic, other.version, other.backing_file, other.image_file, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> HeaderV7:
@@ -308,7 +283,7 @@ class HeaderV7:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class HeaderV20:
+class HeaderV20(_codec.Record):
     """Final (V19 spec / V20 driver) header: a 76-byte fixed part, little-endian, then
     the name area up to header_size, which holds the backing and image file names at
     the offsets given here (every other byte of it is zero). The cluster bitmap
@@ -331,6 +306,7 @@ class HeaderV20:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('magic', 'backing_offset', 'backing_size', 'image_offset', 'image_size', 'cluster_bits', 'features', 'compat_features', 'header_size', 'backing_fmt', 'image_fmt')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header_v20',)
     SIZE: ClassVar[int] = 76
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -377,33 +353,6 @@ class HeaderV20:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"magic={self.magic!r}"
-                f", backing_offset={self.backing_offset!r}"
-                f", backing_size={self.backing_size!r}"
-                f", image_offset={self.image_offset!r}"
-                f", image_size={self.image_size!r}"
-                f", cluster_bits={self.cluster_bits!r}"
-                f", features={self.features!r}"
-                f", compat_features={self.compat_features!r}"
-                f", header_size={self.header_size!r}"
-                f", backing_fmt={self.backing_fmt!r}"
-                f", image_fmt={self.image_fmt!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.magic, self.backing_offset, self.backing_size, self.image_offset, self.image_size,
-                self.cluster_bits, self.features, self.compat_features, self.header_size,
-                self.backing_fmt, self.image_fmt,)
-        theirs = (other.magic, other.backing_offset, other.backing_size, other.image_offset,
-                  other.image_size, other.cluster_bits, other.features, other.compat_features,
-                  other.header_size, other.backing_fmt, other.image_fmt,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> HeaderV20:
@@ -562,7 +511,7 @@ class HeaderV20:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Bitmap:
+class Bitmap(_codec.Record):
     """Allocation bitmap, LSB first: unit u is bit u % 8 of byte u / 8 (bit value
     1 << (u % 8)). 0 = read the backing file (zeros past its end or without one),
     1 = read the image file. Bits are set only after the data they cover is stable
@@ -573,6 +522,7 @@ class Bitmap:
     num_bytes: int
     data: bytes
 
+    _NAMES = ('num_bytes', 'data')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -582,20 +532,6 @@ class Bitmap:
     def __init__(self, num_bytes: int, data: bytes) -> None:
         self.num_bytes = num_bytes
         self.data = data
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_bytes={self.num_bytes!r}"
-                f", data={self.data!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_bytes, self.data,)
-        theirs = (other.num_bytes, other.data,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_bytes: int) -> Bitmap:

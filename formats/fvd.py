@@ -68,7 +68,7 @@ _JOURNALRECORDTYPE_BY_VALUE: dict[int, JournalRecordType] = {m.value: m for m in
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Fvd:
+class Fvd(_codec.Record):
     """FVD keeps a copy-on-write image of a read-only base (backing) image. The metadata
     file holds a header, a bitmap (one bit per block of the base-image region: 0 = the
     block is still in the base image, 1 = it is in the FVD data region), an optional
@@ -87,6 +87,7 @@ class Fvd:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ()
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -96,16 +97,6 @@ class Fvd:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Fvd:
@@ -192,7 +183,7 @@ class Fvd:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Header:
+class Header(_codec.Record):
     """Founding FVD header, 7440 bytes, at offset 0; the header area is `header_size`
     bytes (the struct rounded up to 4096, i.e. 8192) and the bytes after the struct
     are zero. Regions follow in the order bitmap, journal, table, data, each at the
@@ -249,6 +240,7 @@ class Header:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('magic', 'header_size', 'create_version', 'last_open_version', 'virtual_disk_size', 'data_offset', 'data_file', 'data_file_fmt', 'base_img', 'base_img_fmt', 'base_img_size', 'bitmap_offset', 'bitmap_size', 'block_size', 'journal_offset', 'journal_size', 'clean_shutdown', 'stable_journal_epoch', 'journal_buf_size', 'journal_clean_buf_period', 'table_offset', 'table_size', 'chunk_size', 'storage_grow_unit', 'add_storage_cmd', 'chunks_relocated', 'copy_on_read', 'max_outstanding_copy_on_read_data', 'prefetch_start_delay', 'base_img_fully_prefetched', 'num_prefetch_slots', 'bytes_per_prefetch', 'prefetch_read_throughput_measure_time', 'prefetch_write_throughput_measure_time', 'prefetch_min_read_throughput', 'prefetch_min_write_throughput', 'prefetch_max_read_throughput', 'prefetch_max_write_throughput', 'prefetch_throttle_time', 'need_zero_init', 'incompatible_features')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
     SIZE: ClassVar[int] = 7440
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -388,84 +380,6 @@ class Header:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"magic={self.magic!r}"
-                f", header_size={self.header_size!r}"
-                f", create_version={self.create_version!r}"
-                f", last_open_version={self.last_open_version!r}"
-                f", virtual_disk_size={self.virtual_disk_size!r}"
-                f", data_offset={self.data_offset!r}"
-                f", data_file={self.data_file!r}"
-                f", data_file_fmt={self.data_file_fmt!r}"
-                f", base_img={self.base_img!r}"
-                f", base_img_fmt={self.base_img_fmt!r}"
-                f", base_img_size={self.base_img_size!r}"
-                f", bitmap_offset={self.bitmap_offset!r}"
-                f", bitmap_size={self.bitmap_size!r}"
-                f", block_size={self.block_size!r}"
-                f", journal_offset={self.journal_offset!r}"
-                f", journal_size={self.journal_size!r}"
-                f", clean_shutdown={self.clean_shutdown!r}"
-                f", stable_journal_epoch={self.stable_journal_epoch!r}"
-                f", journal_buf_size={self.journal_buf_size!r}"
-                f", journal_clean_buf_period={self.journal_clean_buf_period!r}"
-                f", table_offset={self.table_offset!r}"
-                f", table_size={self.table_size!r}"
-                f", chunk_size={self.chunk_size!r}"
-                f", storage_grow_unit={self.storage_grow_unit!r}"
-                f", add_storage_cmd={self.add_storage_cmd!r}"
-                f", chunks_relocated={self.chunks_relocated!r}"
-                f", copy_on_read={self.copy_on_read!r}"
-                f", max_outstanding_copy_on_read_data={self.max_outstanding_copy_on_read_data!r}"
-                f", prefetch_start_delay={self.prefetch_start_delay!r}"
-                f", base_img_fully_prefetched={self.base_img_fully_prefetched!r}"
-                f", num_prefetch_slots={self.num_prefetch_slots!r}"
-                f", bytes_per_prefetch={self.bytes_per_prefetch!r}"
-                f", prefetch_read_throughput_measure_time={self.prefetch_read_throughput_measure_time!r}"
-                f", prefetch_write_throughput_measure_time={self.prefetch_write_throughput_measure_time!r}"
-                f", prefetch_min_read_throughput={self.prefetch_min_read_throughput!r}"
-                f", prefetch_min_write_throughput={self.prefetch_min_write_throughput!r}"
-                f", prefetch_max_read_throughput={self.prefetch_max_read_throughput!r}"
-                f", prefetch_max_write_throughput={self.prefetch_max_write_throughput!r}"
-                f", prefetch_throttle_time={self.prefetch_throttle_time!r}"
-                f", need_zero_init={self.need_zero_init!r}"
-                f", incompatible_features={self.incompatible_features!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.magic, self.header_size, self.create_version, self.last_open_version,
-                self.virtual_disk_size, self.data_offset, self.data_file, self.data_file_fmt,
-                self.base_img, self.base_img_fmt, self.base_img_size, self.bitmap_offset,
-                self.bitmap_size, self.block_size, self.journal_offset, self.journal_size,
-                self.clean_shutdown, self.stable_journal_epoch, self.journal_buf_size,
-                self.journal_clean_buf_period, self.table_offset, self.table_size, self.chunk_size,
-                self.storage_grow_unit, self.add_storage_cmd, self.chunks_relocated, self.copy_on_read,
-                self.max_outstanding_copy_on_read_data, self.prefetch_start_delay,
-                self.base_img_fully_prefetched, self.num_prefetch_slots, self.bytes_per_prefetch,
-                self.prefetch_read_throughput_measure_time, self.prefetch_write_throughput_measure_time,
-                self.prefetch_min_read_throughput, self.prefetch_min_write_throughput,
-                self.prefetch_max_read_throughput, self.prefetch_max_write_throughput,
-                self.prefetch_throttle_time, self.need_zero_init, self.incompatible_features,)
-        theirs = (other.magic, other.header_size, other.create_version, other.last_open_version,
-                  other.virtual_disk_size, other.data_offset, other.data_file, other.data_file_fmt,
-                  other.base_img, other.base_img_fmt, other.base_img_size, other.bitmap_offset,
-                  other.bitmap_size, other.block_size, other.journal_offset, other.journal_size,
-                  other.clean_shutdown, other.stable_journal_epoch, other.journal_buf_size,
-                  other.journal_clean_buf_period, other.table_offset, other.table_size,
-                  other.chunk_size, other.storage_grow_unit, other.add_storage_cmd,
-                  other.chunks_relocated, other.copy_on_read, other.max_outstanding_copy_on_read_data,
-                  other.prefetch_start_delay, other.base_img_fully_prefetched, other.num_prefetch_slots,
-                  other.bytes_per_prefetch, other.prefetch_read_throughput_measure_time,
-                  other.prefetch_write_throughput_measure_time, other.prefetch_min_read_throughput,
-                  other.prefetch_min_write_throughput, other.prefetch_max_read_throughput,
-                  other.prefetch_max_write_throughput, other.prefetch_throttle_time,
-                  other.need_zero_init, other.incompatible_features,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -716,7 +630,7 @@ class Header:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class IbmHeader:
+class IbmHeader(_codec.Record):
     """Header of the IBM FVD driver (variant A), 4336 bytes, at offset 0; the header
     area is 8192 bytes (header_size is not stored) and bytes 4336..8191 are zero.
     Regions follow in the order bitmap, table, journal, data. Booleans are 0/1 in an
@@ -773,6 +687,7 @@ class IbmHeader:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('magic', 'version', 'all_data_in_fvd_img', 'virtual_disk_size', 'metadata_size', 'base_img', 'base_img_fmt', 'base_img_size', 'bitmap_offset', 'bitmap_size', 'block_size', 'copy_on_read', 'max_outstanding_copy_on_read_data', 'data_file', 'data_file_fmt', 'prefetch_start_delay', 'prefetch_profile_offset', 'prefetch_profile_entries', 'num_prefetch_slots', 'bytes_per_prefetch', 'prefetch_read_throughput_measure_time', 'prefetch_write_throughput_measure_time', 'prefetch_perf_calc_alpha', 'prefetch_min_read_throughput', 'prefetch_min_write_throughput', 'prefetch_max_read_throughput', 'prefetch_max_write_throughput', 'prefetch_throttle_time', 'compact_image', 'table_offset', 'chunk_size', 'storage_grow_unit', 'add_storage_cmd', 'journal_offset', 'journal_size', 'clean_shutdown', 'need_zero_init', 'generate_prefetch_profile', 'unit_of_prefetch_profile_entry_len', 'profile_directed_prefetch_start_delay', 'write_updates_base_img')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_header',)
     SIZE: ClassVar[int] = 4336
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -913,86 +828,6 @@ class IbmHeader:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"magic={self.magic!r}"
-                f", version={self.version!r}"
-                f", all_data_in_fvd_img={self.all_data_in_fvd_img!r}"
-                f", virtual_disk_size={self.virtual_disk_size!r}"
-                f", metadata_size={self.metadata_size!r}"
-                f", base_img={self.base_img!r}"
-                f", base_img_fmt={self.base_img_fmt!r}"
-                f", base_img_size={self.base_img_size!r}"
-                f", bitmap_offset={self.bitmap_offset!r}"
-                f", bitmap_size={self.bitmap_size!r}"
-                f", block_size={self.block_size!r}"
-                f", copy_on_read={self.copy_on_read!r}"
-                f", max_outstanding_copy_on_read_data={self.max_outstanding_copy_on_read_data!r}"
-                f", data_file={self.data_file!r}"
-                f", data_file_fmt={self.data_file_fmt!r}"
-                f", prefetch_start_delay={self.prefetch_start_delay!r}"
-                f", prefetch_profile_offset={self.prefetch_profile_offset!r}"
-                f", prefetch_profile_entries={self.prefetch_profile_entries!r}"
-                f", num_prefetch_slots={self.num_prefetch_slots!r}"
-                f", bytes_per_prefetch={self.bytes_per_prefetch!r}"
-                f", prefetch_read_throughput_measure_time={self.prefetch_read_throughput_measure_time!r}"
-                f", prefetch_write_throughput_measure_time={self.prefetch_write_throughput_measure_time!r}"
-                f", prefetch_perf_calc_alpha={self.prefetch_perf_calc_alpha!r}"
-                f", prefetch_min_read_throughput={self.prefetch_min_read_throughput!r}"
-                f", prefetch_min_write_throughput={self.prefetch_min_write_throughput!r}"
-                f", prefetch_max_read_throughput={self.prefetch_max_read_throughput!r}"
-                f", prefetch_max_write_throughput={self.prefetch_max_write_throughput!r}"
-                f", prefetch_throttle_time={self.prefetch_throttle_time!r}"
-                f", compact_image={self.compact_image!r}"
-                f", table_offset={self.table_offset!r}"
-                f", chunk_size={self.chunk_size!r}"
-                f", storage_grow_unit={self.storage_grow_unit!r}"
-                f", add_storage_cmd={self.add_storage_cmd!r}"
-                f", journal_offset={self.journal_offset!r}"
-                f", journal_size={self.journal_size!r}"
-                f", clean_shutdown={self.clean_shutdown!r}"
-                f", need_zero_init={self.need_zero_init!r}"
-                f", generate_prefetch_profile={self.generate_prefetch_profile!r}"
-                f", unit_of_prefetch_profile_entry_len={self.unit_of_prefetch_profile_entry_len!r}"
-                f", profile_directed_prefetch_start_delay={self.profile_directed_prefetch_start_delay!r}"
-                f", write_updates_base_img={self.write_updates_base_img!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.magic, self.version, self.all_data_in_fvd_img, self.virtual_disk_size,
-                self.metadata_size, self.base_img, self.base_img_fmt, self.base_img_size,
-                self.bitmap_offset, self.bitmap_size, self.block_size, self.copy_on_read,
-                self.max_outstanding_copy_on_read_data, self.data_file, self.data_file_fmt,
-                self.prefetch_start_delay, self.prefetch_profile_offset, self.prefetch_profile_entries,
-                self.num_prefetch_slots, self.bytes_per_prefetch,
-                self.prefetch_read_throughput_measure_time, self.prefetch_write_throughput_measure_time,
-                self.prefetch_perf_calc_alpha, self.prefetch_min_read_throughput,
-                self.prefetch_min_write_throughput, self.prefetch_max_read_throughput,
-                self.prefetch_max_write_throughput, self.prefetch_throttle_time, self.compact_image,
-                self.table_offset, self.chunk_size, self.storage_grow_unit, self.add_storage_cmd,
-                self.journal_offset, self.journal_size, self.clean_shutdown, self.need_zero_init,
-                self.generate_prefetch_profile, self.unit_of_prefetch_profile_entry_len,
-                self.profile_directed_prefetch_start_delay, self.write_updates_base_img,)
-        theirs = (other.magic, other.version, other.all_data_in_fvd_img, other.virtual_disk_size,
-                  other.metadata_size, other.base_img, other.base_img_fmt, other.base_img_size,
-                  other.bitmap_offset, other.bitmap_size, other.block_size, other.copy_on_read,
-                  other.max_outstanding_copy_on_read_data, other.data_file, other.data_file_fmt,
-                  other.prefetch_start_delay, other.prefetch_profile_offset,
-                  other.prefetch_profile_entries, other.num_prefetch_slots, other.bytes_per_prefetch,
-                  other.prefetch_read_throughput_measure_time,
-                  other.prefetch_write_throughput_measure_time, other.prefetch_perf_calc_alpha,
-                  other.prefetch_min_read_throughput, other.prefetch_min_write_throughput,
-                  other.prefetch_max_read_throughput, other.prefetch_max_write_throughput,
-                  other.prefetch_throttle_time, other.compact_image, other.table_offset,
-                  other.chunk_size, other.storage_grow_unit, other.add_storage_cmd,
-                  other.journal_offset, other.journal_size, other.clean_shutdown, other.need_zero_init,
-                  other.generate_prefetch_profile, other.unit_of_prefetch_profile_entry_len,
-                  other.profile_directed_prefetch_start_delay, other.write_updates_base_img,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmHeader:
@@ -1260,13 +1095,14 @@ class IbmHeader:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class IbmPrefetchProfileEntry:
+class IbmPrefetchProfileEntry(_codec.Record):
     """Prefetch profile entry of the IBM layout, 12 bytes. Declared by the driver but
     never written (the profile region always has size 0)."""
 
     offset_bytes: int
     len_in_units: int
 
+    _NAMES = ('offset_bytes', 'len_in_units')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_prefetch_profile_entry',)
     SIZE: ClassVar[int] = 12
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1277,20 +1113,6 @@ class IbmPrefetchProfileEntry:
     def __init__(self, offset_bytes: int, len_in_units: int) -> None:
         self.offset_bytes = offset_bytes
         self.len_in_units = len_in_units
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"offset_bytes={self.offset_bytes!r}"
-                f", len_in_units={self.len_in_units!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.offset_bytes, self.len_in_units,)
-        theirs = (other.offset_bytes, other.len_in_units,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmPrefetchProfileEntry:
@@ -1338,7 +1160,7 @@ class IbmPrefetchProfileEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Bitmap:
+class Bitmap(_codec.Record):
     """Copy-on-write bitmap of the base-image region [0, base_img_size): one bit per
     block_size bytes, LSB first (block b is bit b % 8 of byte b / 8). 0 = the block
     is in the base image, 1 = it is in the FVD data region. Bits only go 0 -> 1.
@@ -1348,6 +1170,7 @@ class Bitmap:
     num_bytes: int
     data: bytes
 
+    _NAMES = ('num_bytes', 'data')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1357,20 +1180,6 @@ class Bitmap:
     def __init__(self, num_bytes: int, data: bytes) -> None:
         self.num_bytes = num_bytes
         self.data = data
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_bytes={self.num_bytes!r}"
-                f", data={self.data!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_bytes, self.data,)
-        theirs = (other.num_bytes, other.data,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_bytes: int) -> Bitmap:
@@ -1417,7 +1226,7 @@ class Bitmap:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Table:
+class Table(_codec.Record):
     """Lookup table of a compact image: entry i maps virtual chunk i (bytes
     [i * chunk_size, (i + 1) * chunk_size)). 0xFFFFFFFF = EMPTY, no storage (reads
     as zeros); otherwise bits 0..30 are the physical chunk index, at data base +
@@ -1428,6 +1237,7 @@ class Table:
     num_entries: int
     entries: array[int]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1437,20 +1247,6 @@ class Table:
     def __init__(self, num_entries: int, entries: array[int]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Table:
@@ -1496,7 +1292,7 @@ class Table:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Journal:
+class Journal(_codec.Record):
     """Journal of the founding layout: journal_size / 512 independent sectors, each
     written atomically. Replay (when clean_shutdown is 0) applies every record of
     every sector in order."""
@@ -1504,6 +1300,7 @@ class Journal:
     num_sectors: int
     sectors: list[JournalSector]
 
+    _NAMES = ('num_sectors', 'sectors')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1513,20 +1310,6 @@ class Journal:
     def __init__(self, num_sectors: int, sectors: list[JournalSector]) -> None:
         self.num_sectors = num_sectors
         self.sectors = sectors
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_sectors={self.num_sectors!r}"
-                f", sectors={self.sectors!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_sectors, self.sectors,)
-        theirs = (other.num_sectors, other.sectors,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_sectors: int) -> Journal:
@@ -1576,12 +1359,13 @@ class Journal:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class JournalSector:
+class JournalSector(_codec.Record):
     """One 512-byte journal sector of the founding layout: records packed from byte 0,
     ended by an `empty` record (u32 0) when at least 4 bytes remain."""
 
     body: JournalRecordList
 
+    _NAMES = ('body',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal_sector',)
     SIZE: ClassVar[int] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1590,19 +1374,6 @@ class JournalSector:
 
     def __init__(self, body: JournalRecordList) -> None:
         self.body = body
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"body={self.body!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.body,)
-        theirs = (other.body,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> JournalSector:
@@ -1651,11 +1422,12 @@ class JournalSector:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class JournalRecordList:
+class JournalRecordList(_codec.Record):
     """The records of one journal sector, up to the end of the 512 bytes."""
 
     records: list[JournalRecord]
 
+    _NAMES = ('records',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal_record_list',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1664,19 +1436,6 @@ class JournalRecordList:
 
     def __init__(self, records: list[JournalRecord]) -> None:
         self.records = records
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"records={self.records!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.records,)
-        theirs = (other.records,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> JournalRecordList:
@@ -1721,7 +1480,7 @@ class JournalRecordList:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class JournalRecord:
+class JournalRecord(_codec.Record):
     """A journal record of the founding layout. The sheet gives no record format for
     this layout; as fvd.md §19 recommends, the wiki-specification (variant B)
     records are assumed (UNCONFIRMED): a table record carries an 8-byte epoch and
@@ -1739,6 +1498,7 @@ class JournalRecord:
     entries: array[int] | None
     rest: bytes | None
 
+    _NAMES = ('record_type', 'num_dirty_sectors', 'dirty_sector_begin', 'journal_epoch', 'num_dirty_table_entries', 'dirty_table_begin', 'entries', 'rest')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('journal_record',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1771,29 +1531,6 @@ class JournalRecord:
         self.dirty_table_begin = dirty_table_begin
         self.entries = entries
         self.rest = rest
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"record_type={self.record_type!r}"
-                f", num_dirty_sectors={self.num_dirty_sectors!r}"
-                f", dirty_sector_begin={self.dirty_sector_begin!r}"
-                f", journal_epoch={self.journal_epoch!r}"
-                f", num_dirty_table_entries={self.num_dirty_table_entries!r}"
-                f", dirty_table_begin={self.dirty_table_begin!r}"
-                f", entries={self.entries!r}"
-                f", rest={self.rest!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.record_type, self.num_dirty_sectors, self.dirty_sector_begin, self.journal_epoch,
-                self.num_dirty_table_entries, self.dirty_table_begin, self.entries, self.rest,)
-        theirs = (other.record_type, other.num_dirty_sectors, other.dirty_sector_begin,
-                  other.journal_epoch, other.num_dirty_table_entries, other.dirty_table_begin,
-                  other.entries, other.rest,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> JournalRecord:
@@ -1909,7 +1646,7 @@ class JournalRecord:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class IbmJournal:
+class IbmJournal(_codec.Record):
     """Journal of the IBM layout: journal_size / 512 independent sectors. No header,
     checksum, sequence number or epoch. Replay (when clean_shutdown is 0) applies
     every record of every sector, stale ones included."""
@@ -1917,6 +1654,7 @@ class IbmJournal:
     num_sectors: int
     sectors: list[IbmJournalSector]
 
+    _NAMES = ('num_sectors', 'sectors')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1926,20 +1664,6 @@ class IbmJournal:
     def __init__(self, num_sectors: int, sectors: list[IbmJournalSector]) -> None:
         self.num_sectors = num_sectors
         self.sectors = sectors
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_sectors={self.num_sectors!r}"
-                f", sectors={self.sectors!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_sectors, self.sectors,)
-        theirs = (other.num_sectors, other.sectors,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_sectors: int) -> IbmJournal:
@@ -1989,7 +1713,7 @@ class IbmJournal:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class IbmJournalSector:
+class IbmJournalSector(_codec.Record):
     """One 512-byte journal sector of the IBM layout: records packed from byte 0,
     ended by an `empty` record (u32 0) when at least 4 bytes remain. A commit is a
     bitmap record, or a table record of up to 125 entries, or a mixed sector (a
@@ -1997,6 +1721,7 @@ class IbmJournalSector:
 
     body: IbmJournalRecordList
 
+    _NAMES = ('body',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal_sector',)
     SIZE: ClassVar[int] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2005,19 +1730,6 @@ class IbmJournalSector:
 
     def __init__(self, body: IbmJournalRecordList) -> None:
         self.body = body
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"body={self.body!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.body,)
-        theirs = (other.body,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmJournalSector:
@@ -2066,11 +1778,12 @@ class IbmJournalSector:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class IbmJournalRecordList:
+class IbmJournalRecordList(_codec.Record):
     """The records of one journal sector, up to the end of the 512 bytes."""
 
     records: list[IbmJournalRecord]
 
+    _NAMES = ('records',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal_record_list',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2079,19 +1792,6 @@ class IbmJournalRecordList:
 
     def __init__(self, records: list[IbmJournalRecord]) -> None:
         self.records = records
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"records={self.records!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.records,)
-        theirs = (other.records,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmJournalRecordList:
@@ -2136,7 +1836,7 @@ class IbmJournalRecordList:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class IbmJournalRecord:
+class IbmJournalRecord(_codec.Record):
     """A journal record of the IBM layout: bitmap record 16 bytes, table record
     12 + 4 * count bytes, terminator 4 bytes. After the terminator (or an unknown
     type) the rest of the sector is garbage the writer did not clear."""
@@ -2149,6 +1849,7 @@ class IbmJournalRecord:
     entries: array[int] | None
     rest: bytes | None
 
+    _NAMES = ('record_type', 'nb_sectors', 'sector_num', 'first_chunk', 'count', 'entries', 'rest')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('ibm_journal_record',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2178,27 +1879,6 @@ class IbmJournalRecord:
         self.count = count
         self.entries = entries
         self.rest = rest
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"record_type={self.record_type!r}"
-                f", nb_sectors={self.nb_sectors!r}"
-                f", sector_num={self.sector_num!r}"
-                f", first_chunk={self.first_chunk!r}"
-                f", count={self.count!r}"
-                f", entries={self.entries!r}"
-                f", rest={self.rest!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.record_type, self.nb_sectors, self.sector_num, self.first_chunk, self.count,
-                self.entries, self.rest,)
-        theirs = (other.record_type, other.nb_sectors, other.sector_num, other.first_chunk, other.count,
-                  other.entries, other.rest,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> IbmJournalRecord:

@@ -159,7 +159,7 @@ _BITMAPTYPE_BY_VALUE: dict[int, BitmapType] = {m.value: m for m in BitmapType}
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Qcow2:
+class Qcow2(_codec.Record):
     """A qcow2 image is a sequence of host clusters of C = 2^cluster_bits bytes. Cluster 0
     holds the header, the header extensions and (optionally) the backing file name.
     Everything else - refcount table, refcount blocks, L1 table, L2 tables, guest data,
@@ -179,6 +179,7 @@ class Qcow2:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('header',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -190,19 +191,6 @@ class Qcow2:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"header={self.header!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.header,)
-        theirs = (other.header,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Qcow2:
@@ -300,7 +288,7 @@ class Qcow2:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Header:
+class Header(_codec.Record):
     """Image header at offset 0. Version 2 headers end at byte 72 (implicit header length
     72, refcount order 4, all feature bitmaps 0). Version 3 headers continue up to
     header_length (QEMU writes 112: 104 fixed bytes, the compression type byte and 7
@@ -328,6 +316,7 @@ class Header:
     compression_type: CompressionType | int | None
     additional_fields: bytes | None
 
+    _NAMES = ('magic', 'version', 'backing_file_offset', 'backing_file_size', 'cluster_bits', 'virtual_size', 'crypt_method', 'l1_size', 'l1_table_offset', 'refcount_table_offset', 'refcount_table_clusters', 'nb_snapshots', 'snapshots_offset', 'incompatible_features', 'compatible_features', 'autoclear_features', 'refcount_order', 'header_length', 'compression_type', 'additional_fields')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -396,48 +385,6 @@ class Header:
         self.header_length = header_length
         self.compression_type = compression_type
         self.additional_fields = additional_fields
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"magic={self.magic!r}"
-                f", version={self.version!r}"
-                f", backing_file_offset={self.backing_file_offset!r}"
-                f", backing_file_size={self.backing_file_size!r}"
-                f", cluster_bits={self.cluster_bits!r}"
-                f", virtual_size={self.virtual_size!r}"
-                f", crypt_method={self.crypt_method!r}"
-                f", l1_size={self.l1_size!r}"
-                f", l1_table_offset={self.l1_table_offset!r}"
-                f", refcount_table_offset={self.refcount_table_offset!r}"
-                f", refcount_table_clusters={self.refcount_table_clusters!r}"
-                f", nb_snapshots={self.nb_snapshots!r}"
-                f", snapshots_offset={self.snapshots_offset!r}"
-                f", incompatible_features={self.incompatible_features!r}"
-                f", compatible_features={self.compatible_features!r}"
-                f", autoclear_features={self.autoclear_features!r}"
-                f", refcount_order={self.refcount_order!r}"
-                f", header_length={self.header_length!r}"
-                f", compression_type={self.compression_type!r}"
-                f", additional_fields={self.additional_fields!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.magic, self.version, self.backing_file_offset, self.backing_file_size,
-                self.cluster_bits, self.virtual_size, self.crypt_method, self.l1_size,
-                self.l1_table_offset, self.refcount_table_offset, self.refcount_table_clusters,
-                self.nb_snapshots, self.snapshots_offset, self.incompatible_features,
-                self.compatible_features, self.autoclear_features, self.refcount_order,
-                self.header_length, self.compression_type, self.additional_fields,)
-        theirs = (other.magic, other.version, other.backing_file_offset, other.backing_file_size,
-                  other.cluster_bits, other.virtual_size, other.crypt_method, other.l1_size,
-                  other.l1_table_offset, other.refcount_table_offset, other.refcount_table_clusters,
-                  other.nb_snapshots, other.snapshots_offset, other.incompatible_features,
-                  other.compatible_features, other.autoclear_features, other.refcount_order,
-                  other.header_length, other.compression_type, other.additional_fields,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -711,7 +658,7 @@ class Header:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class HeaderExtension:
+class HeaderExtension(_codec.Record):
     """One header extension: type, data length, data, zero padding to a multiple of 8.
     Extensions follow each other from the header length until one of type `end`; each
     known type appears at most once. Unknown types must be skipped, and preserved when
@@ -725,6 +672,7 @@ class HeaderExtension:
     data: bytes
     padding: bytes
 
+    _NAMES = ('ext_type', 'len_data', 'data', 'padding')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header_extension',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -745,22 +693,6 @@ class HeaderExtension:
         self.len_data = len_data
         self.data = data
         self.padding = padding
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"ext_type={self.ext_type!r}"
-                f", len_data={self.len_data!r}"
-                f", data={self.data!r}"
-                f", padding={self.padding!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.ext_type, self.len_data, self.data, self.padding,)
-        theirs = (other.ext_type, other.len_data, other.data, other.padding,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> HeaderExtension:
@@ -830,12 +762,13 @@ class HeaderExtension:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class FeatureNameTable:
+class FeatureNameTable(_codec.Record):
     """Payload of the feature name table extension (0x6803F857), 48-byte entries."""
 
     num_entries: int
     entries: list[FeatureNameEntry]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('feature_name_table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -845,20 +778,6 @@ class FeatureNameTable:
     def __init__(self, num_entries: int, entries: list[FeatureNameEntry]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> FeatureNameTable:
@@ -908,7 +827,7 @@ class FeatureNameTable:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class FeatureNameEntry:
+class FeatureNameEntry(_codec.Record):
     """Names one feature bit, for error messages about unknown features. QEMU writes the
     table only for version 3 images with clusters larger than 4 KiB."""
 
@@ -917,6 +836,7 @@ class FeatureNameEntry:
     name: str
     _raw_name: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
+    _NAMES = ('feature_type', 'bit_number', 'name')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('feature_name_entry',)
     SIZE: ClassVar[int] = 48
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -930,21 +850,6 @@ class FeatureNameEntry:
         self.bit_number = bit_number
         self.name = name
         self._raw_name = None
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"feature_type={self.feature_type!r}"
-                f", bit_number={self.bit_number!r}"
-                f", name={self.name!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.feature_type, self.bit_number, self.name,)
-        theirs = (other.feature_type, other.bit_number, other.name,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FeatureNameEntry:
@@ -1004,7 +909,7 @@ class FeatureNameEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class BitmapsExtension:
+class BitmapsExtension(_codec.Record):
     """Payload of the bitmaps extension (0x23852875), exactly 24 bytes."""
 
     nb_bitmaps: int
@@ -1012,6 +917,7 @@ class BitmapsExtension:
     bitmap_directory_size: int
     bitmap_directory_offset: int
 
+    _NAMES = ('nb_bitmaps', 'reserved', 'bitmap_directory_size', 'bitmap_directory_offset')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmaps_extension',)
     SIZE: ClassVar[int] = 24
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1032,24 +938,6 @@ class BitmapsExtension:
         self.reserved = reserved
         self.bitmap_directory_size = bitmap_directory_size
         self.bitmap_directory_offset = bitmap_directory_offset
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"nb_bitmaps={self.nb_bitmaps!r}"
-                f", reserved={self.reserved!r}"
-                f", bitmap_directory_size={self.bitmap_directory_size!r}"
-                f", bitmap_directory_offset={self.bitmap_directory_offset!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.nb_bitmaps, self.reserved, self.bitmap_directory_size,
-                self.bitmap_directory_offset,)
-        theirs = (other.nb_bitmaps, other.reserved, other.bitmap_directory_size,
-                  other.bitmap_directory_offset,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BitmapsExtension:
@@ -1108,13 +996,14 @@ class BitmapsExtension:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class FullDiskEncryptionHeaderPointer:
+class FullDiskEncryptionHeaderPointer(_codec.Record):
     """Payload of the full disk encryption header pointer extension (0x0537BE77),
     16 bytes; only with crypt_method luks. The clusters hold the LUKS header."""
 
     encryption_header_offset: int
     encryption_header_length: int
 
+    _NAMES = ('encryption_header_offset', 'encryption_header_length')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('full_disk_encryption_header_pointer',)
     SIZE: ClassVar[int] = 16
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1125,20 +1014,6 @@ class FullDiskEncryptionHeaderPointer:
     def __init__(self, encryption_header_offset: int, encryption_header_length: int) -> None:
         self.encryption_header_offset = encryption_header_offset
         self.encryption_header_length = encryption_header_length
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"encryption_header_offset={self.encryption_header_offset!r}"
-                f", encryption_header_length={self.encryption_header_length!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.encryption_header_offset, self.encryption_header_length,)
-        theirs = (other.encryption_header_offset, other.encryption_header_length,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FullDiskEncryptionHeaderPointer:
@@ -1186,7 +1061,7 @@ class FullDiskEncryptionHeaderPointer:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Table:
+class Table(_codec.Record):
     """A run of 64-bit entries: the L1 table (l1_size entries), an L2 table
     (cluster_size / 8 entries; with extended L2 entries, pairs of words, so
     2 * l2_entries), the refcount table (refcount_table_clusters * cluster_size / 8)
@@ -1196,6 +1071,7 @@ class Table:
     num_entries: int
     entries: array[int]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1205,20 +1081,6 @@ class Table:
     def __init__(self, num_entries: int, entries: array[int]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Table:
@@ -1264,7 +1126,7 @@ class Table:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class L1Entry:
+class L1Entry(_codec.Record):
     """L1 table entry (8 bytes). Entry 0 in the offset bits means no L2 table: everything
     under it is unallocated. QEMU's reserved mask is 0x7F000000000001FF."""
 
@@ -1273,6 +1135,7 @@ class L1Entry:
     l2_table_sector: int
     reserved_low: int
 
+    _NAMES = ('copied', 'reserved_high', 'l2_table_sector', 'reserved_low')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('l1_entry',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1293,22 +1156,6 @@ class L1Entry:
         self.reserved_high = reserved_high
         self.l2_table_sector = l2_table_sector
         self.reserved_low = reserved_low
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"copied={self.copied!r}"
-                f", reserved_high={self.reserved_high!r}"
-                f", l2_table_sector={self.l2_table_sector!r}"
-                f", reserved_low={self.reserved_low!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.copied, self.reserved_high, self.l2_table_sector, self.reserved_low,)
-        theirs = (other.copied, other.reserved_high, other.l2_table_sector, other.reserved_low,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> L1Entry:
@@ -1370,7 +1217,7 @@ class L1Entry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class L2Entry:
+class L2Entry(_codec.Record):
     """Standard L2 table entry (8 bytes), for entries whose compressed bit is clear; a
     compressed entry is decoded with `compressed_cluster_descriptor`. Cluster types:
     unallocated (offset 0, zero flag clear; read the backing file or zeros), zero
@@ -1385,6 +1232,7 @@ class L2Entry:
     reserved_low: int
     all_zeros: int
 
+    _NAMES = ('copied', 'compressed', 'reserved_high', 'host_cluster_sector', 'reserved_low', 'all_zeros')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('l2_entry',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1411,26 +1259,6 @@ class L2Entry:
         self.host_cluster_sector = host_cluster_sector
         self.reserved_low = reserved_low
         self.all_zeros = all_zeros
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"copied={self.copied!r}"
-                f", compressed={self.compressed!r}"
-                f", reserved_high={self.reserved_high!r}"
-                f", host_cluster_sector={self.host_cluster_sector!r}"
-                f", reserved_low={self.reserved_low!r}"
-                f", all_zeros={self.all_zeros!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.copied, self.compressed, self.reserved_high, self.host_cluster_sector,
-                self.reserved_low, self.all_zeros,)
-        theirs = (other.copied, other.compressed, other.reserved_high, other.host_cluster_sector,
-                  other.reserved_low, other.all_zeros,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> L2Entry:
@@ -1496,7 +1324,7 @@ class L2Entry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class L2EntryExtended:
+class L2EntryExtended(_codec.Record):
     """Extended L2 table entry (16 bytes, incompatible bit 4): a standard entry whose
     zero flag must be 0, then a subcluster bitmap. A cluster has 32 subclusters of
     C/32 bytes. For subcluster x: allocation bit x set = data at
@@ -1508,6 +1336,7 @@ class L2EntryExtended:
     zero_bitmap: int
     alloc_bitmap: int
 
+    _NAMES = ('entry', 'zero_bitmap', 'alloc_bitmap')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('l2_entry_extended',)
     SIZE: ClassVar[int] = 16
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1520,21 +1349,6 @@ class L2EntryExtended:
         self.entry = entry
         self.zero_bitmap = zero_bitmap
         self.alloc_bitmap = alloc_bitmap
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"entry={self.entry!r}"
-                f", zero_bitmap={self.zero_bitmap!r}"
-                f", alloc_bitmap={self.alloc_bitmap!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.entry, self.zero_bitmap, self.alloc_bitmap,)
-        theirs = (other.entry, other.zero_bitmap, other.alloc_bitmap,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> L2EntryExtended:
@@ -1587,7 +1401,7 @@ class L2EntryExtended:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class CompressedClusterDescriptor:
+class CompressedClusterDescriptor(_codec.Record):
     """An L2 entry with the compressed bit (62) set. The split between host offset and
     sector count depends on the cluster size, so cluster_bits is a parameter:
     x = 62 - (cluster_bits - 8); bits 0..x-1 are the host byte offset of the
@@ -1601,6 +1415,7 @@ class CompressedClusterDescriptor:
     cluster_bits: int
     entry: int
 
+    _NAMES = ('cluster_bits', 'entry')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('compressed_cluster_descriptor',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1610,20 +1425,6 @@ class CompressedClusterDescriptor:
     def __init__(self, cluster_bits: int, entry: int) -> None:
         self.cluster_bits = cluster_bits
         self.entry = entry
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"cluster_bits={self.cluster_bits!r}"
-                f", entry={self.entry!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.cluster_bits, self.entry,)
-        theirs = (other.cluster_bits, other.entry,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, cluster_bits: int) -> CompressedClusterDescriptor:
@@ -1706,13 +1507,14 @@ class CompressedClusterDescriptor:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class RefcountTableEntry:
+class RefcountTableEntry(_codec.Record):
     """Refcount table entry (8 bytes): the offset of a refcount block, 0 when the block
     is not allocated (every refcount it would hold is 0). QEMU's reserved mask 0x1FF."""
 
     refcount_block_sector: int
     reserved: int
 
+    _NAMES = ('refcount_block_sector', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('refcount_table_entry',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1723,20 +1525,6 @@ class RefcountTableEntry:
     def __init__(self, refcount_block_sector: int, reserved: int) -> None:
         self.refcount_block_sector = refcount_block_sector
         self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"refcount_block_sector={self.refcount_block_sector!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.refcount_block_sector, self.reserved,)
-        theirs = (other.refcount_block_sector, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> RefcountTableEntry:
@@ -1788,7 +1576,7 @@ class RefcountTableEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class RefcountBlock:
+class RefcountBlock(_codec.Record):
     """One refcount block: exactly one cluster of cluster_size * 8 / refcount_bits
     refcounts; refcount i describes host cluster
     (table_index * entries_per_block + i). Widths of 8 bits and more are big-endian
@@ -1804,6 +1592,7 @@ class RefcountBlock:
     entries_32: array[int] | None
     entries_64: array[int] | None
 
+    _NAMES = ('refcount_order', 'cluster_size', 'packed', 'entries_8', 'entries_16', 'entries_32', 'entries_64')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('refcount_block',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1831,27 +1620,6 @@ class RefcountBlock:
         self.entries_16 = entries_16
         self.entries_32 = entries_32
         self.entries_64 = entries_64
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"refcount_order={self.refcount_order!r}"
-                f", cluster_size={self.cluster_size!r}"
-                f", packed={self.packed!r}"
-                f", entries_8={self.entries_8!r}"
-                f", entries_16={self.entries_16!r}"
-                f", entries_32={self.entries_32!r}"
-                f", entries_64={self.entries_64!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.refcount_order, self.cluster_size, self.packed, self.entries_8, self.entries_16,
-                self.entries_32, self.entries_64,)
-        theirs = (other.refcount_order, other.cluster_size, other.packed, other.entries_8,
-                  other.entries_16, other.entries_32, other.entries_64,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, refcount_order: int, cluster_size: int) -> RefcountBlock:
@@ -1948,12 +1716,13 @@ class RefcountBlock:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class SnapshotTable:
+class SnapshotTable(_codec.Record):
     """The snapshot table, nb_snapshots variable-length entries at snapshots_offset."""
 
     num_entries: int
     entries: list[SnapshotEntry]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('snapshot_table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1963,20 +1732,6 @@ class SnapshotTable:
     def __init__(self, num_entries: int, entries: list[SnapshotEntry]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> SnapshotTable:
@@ -2026,7 +1781,7 @@ class SnapshotTable:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class SnapshotEntry:
+class SnapshotEntry(_codec.Record):
     """Snapshot table entry: 40 fixed bytes, extra data, ID string, name, padding to a
     multiple of 8 (the entry starts 8-aligned). Creating a snapshot copies the active
     L1 and increments the refcount of every L2 table and data cluster reachable from
@@ -2046,6 +1801,7 @@ class SnapshotEntry:
     name: str
     padding: bytes
 
+    _NAMES = ('l1_table_offset', 'l1_size', 'id_str_size', 'name_size', 'date_sec', 'date_nsec', 'vm_clock_nsec', 'vm_state_size', 'extra_data_size', 'extra_data', 'id_str', 'name', 'padding')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('snapshot_entry',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2093,35 +1849,6 @@ class SnapshotEntry:
         self.id_str = id_str
         self.name = name
         self.padding = padding
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"l1_table_offset={self.l1_table_offset!r}"
-                f", l1_size={self.l1_size!r}"
-                f", id_str_size={self.id_str_size!r}"
-                f", name_size={self.name_size!r}"
-                f", date_sec={self.date_sec!r}"
-                f", date_nsec={self.date_nsec!r}"
-                f", vm_clock_nsec={self.vm_clock_nsec!r}"
-                f", vm_state_size={self.vm_state_size!r}"
-                f", extra_data_size={self.extra_data_size!r}"
-                f", extra_data={self.extra_data!r}"
-                f", id_str={self.id_str!r}"
-                f", name={self.name!r}"
-                f", padding={self.padding!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.l1_table_offset, self.l1_size, self.id_str_size, self.name_size, self.date_sec,
-                self.date_nsec, self.vm_clock_nsec, self.vm_state_size, self.extra_data_size,
-                self.extra_data, self.id_str, self.name, self.padding,)
-        theirs = (other.l1_table_offset, other.l1_size, other.id_str_size, other.name_size,
-                  other.date_sec, other.date_nsec, other.vm_clock_nsec, other.vm_state_size,
-                  other.extra_data_size, other.extra_data, other.id_str, other.name, other.padding,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> SnapshotEntry:
@@ -2228,7 +1955,7 @@ class SnapshotEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class SnapshotExtraData:
+class SnapshotExtraData(_codec.Record):
     """Snapshot extra data; each field is present only if the extra data is long enough.
     Bytes beyond the known fields must be preserved."""
 
@@ -2238,6 +1965,7 @@ class SnapshotExtraData:
     icount: int | None
     unknown: bytes | None
 
+    _NAMES = ('len_extra_data', 'vm_state_size_large', 'disk_size', 'icount', 'unknown')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('snapshot_extra_data',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2260,25 +1988,6 @@ class SnapshotExtraData:
         self.disk_size = disk_size
         self.icount = icount
         self.unknown = unknown
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"len_extra_data={self.len_extra_data!r}"
-                f", vm_state_size_large={self.vm_state_size_large!r}"
-                f", disk_size={self.disk_size!r}"
-                f", icount={self.icount!r}"
-                f", unknown={self.unknown!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.len_extra_data, self.vm_state_size_large, self.disk_size, self.icount,
-                self.unknown,)
-        theirs = (other.len_extra_data, other.vm_state_size_large, other.disk_size, other.icount,
-                  other.unknown,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, len_extra_data: int) -> SnapshotExtraData:
@@ -2368,12 +2077,13 @@ class SnapshotExtraData:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class BitmapDirectory:
+class BitmapDirectory(_codec.Record):
     """The bitmap directory, nb_bitmaps variable-length entries."""
 
     num_entries: int
     entries: list[BitmapDirectoryEntry]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap_directory',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2383,20 +2093,6 @@ class BitmapDirectory:
     def __init__(self, num_entries: int, entries: list[BitmapDirectoryEntry]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> BitmapDirectory:
@@ -2446,7 +2142,7 @@ class BitmapDirectory:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class BitmapDirectoryEntry:
+class BitmapDirectoryEntry(_codec.Record):
     """Bitmap directory entry: 24 fixed bytes, extra data, name, zero padding to a
     multiple of 8. Bit for guest byte b: bit (b >> granularity_bits) of the bitmap
     data, LSB first within bytes."""
@@ -2465,6 +2161,7 @@ class BitmapDirectoryEntry:
     name: str
     padding: bytes
 
+    _NAMES = ('bitmap_table_offset', 'bitmap_table_size', 'reserved_flags', 'extra_data_compatible', 'auto', 'in_use', 'bitmap_type', 'granularity_bits', 'name_size', 'extra_data_size', 'extra_data', 'name', 'padding')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap_directory_entry',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2512,37 +2209,6 @@ class BitmapDirectoryEntry:
         self.extra_data = extra_data
         self.name = name
         self.padding = padding
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"bitmap_table_offset={self.bitmap_table_offset!r}"
-                f", bitmap_table_size={self.bitmap_table_size!r}"
-                f", reserved_flags={self.reserved_flags!r}"
-                f", extra_data_compatible={self.extra_data_compatible!r}"
-                f", auto={self.auto!r}"
-                f", in_use={self.in_use!r}"
-                f", bitmap_type={self.bitmap_type!r}"
-                f", granularity_bits={self.granularity_bits!r}"
-                f", name_size={self.name_size!r}"
-                f", extra_data_size={self.extra_data_size!r}"
-                f", extra_data={self.extra_data!r}"
-                f", name={self.name!r}"
-                f", padding={self.padding!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.bitmap_table_offset, self.bitmap_table_size, self.reserved_flags,
-                self.extra_data_compatible, self.auto, self.in_use, self.bitmap_type,
-                self.granularity_bits, self.name_size, self.extra_data_size, self.extra_data, self.name,
-                self.padding,)
-        theirs = (other.bitmap_table_offset, other.bitmap_table_size, other.reserved_flags,
-                  other.extra_data_compatible, other.auto, other.in_use, other.bitmap_type,
-                  other.granularity_bits, other.name_size, other.extra_data_size, other.extra_data,
-                  other.name, other.padding,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BitmapDirectoryEntry:
@@ -2645,7 +2311,7 @@ class BitmapDirectoryEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class BitmapTableEntry:
+class BitmapTableEntry(_codec.Record):
     """Bitmap table entry (8 bytes): one cluster of bitmap data, or - with offset 0 -
     a whole cluster of all-zero or all-one bits."""
 
@@ -2654,6 +2320,7 @@ class BitmapTableEntry:
     reserved_low: int
     all_ones: int
 
+    _NAMES = ('reserved_high', 'data_cluster_sector', 'reserved_low', 'all_ones')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bitmap_table_entry',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2674,22 +2341,6 @@ class BitmapTableEntry:
         self.data_cluster_sector = data_cluster_sector
         self.reserved_low = reserved_low
         self.all_ones = all_ones
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"reserved_high={self.reserved_high!r}"
-                f", data_cluster_sector={self.data_cluster_sector!r}"
-                f", reserved_low={self.reserved_low!r}"
-                f", all_ones={self.all_ones!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.reserved_high, self.data_cluster_sector, self.reserved_low, self.all_ones,)
-        theirs = (other.reserved_high, other.data_cluster_sector, other.reserved_low, other.all_ones,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BitmapTableEntry:

@@ -52,7 +52,7 @@ _L2ENTRYSPECIAL_BY_VALUE: dict[int, L2EntrySpecial] = {m.value: m for m in L2Ent
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Qed:
+class Qed(_codec.Record):
     """A QED image is a sequence of clusters. The first header_size clusters hold the 64-byte
     header, the backing file name and any extra data; then come the L1 table and, in
     allocation order, data clusters and L2 tables. L1 and L2 tables are each table_size
@@ -67,6 +67,7 @@ class Qed:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('header',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
     SIZE: ClassVar[int] = 64
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -78,19 +79,6 @@ class Qed:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"header={self.header!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.header,)
-        theirs = (other.header,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Qed:
@@ -163,7 +151,7 @@ class Qed:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Header:
+class Header(_codec.Record):
     """Image header at offset 0, 64 bytes. Unknown `features` bits: do not open;
     unknown `compat_features` bits: open and ignore; unknown `autoclear_features`
     bits: open, but clear them before writing."""
@@ -180,6 +168,7 @@ class Header:
     backing_filename_offset: int
     backing_filename_size: int
 
+    _NAMES = ('magic', 'cluster_size', 'table_size', 'header_size', 'features', 'compat_features', 'autoclear_features', 'l1_table_offset', 'image_size', 'backing_filename_offset', 'backing_filename_size')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
     SIZE: ClassVar[int] = 64
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -221,33 +210,6 @@ class Header:
         self.image_size = image_size
         self.backing_filename_offset = backing_filename_offset
         self.backing_filename_size = backing_filename_size
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"magic={self.magic!r}"
-                f", cluster_size={self.cluster_size!r}"
-                f", table_size={self.table_size!r}"
-                f", header_size={self.header_size!r}"
-                f", features={self.features!r}"
-                f", compat_features={self.compat_features!r}"
-                f", autoclear_features={self.autoclear_features!r}"
-                f", l1_table_offset={self.l1_table_offset!r}"
-                f", image_size={self.image_size!r}"
-                f", backing_filename_offset={self.backing_filename_offset!r}"
-                f", backing_filename_size={self.backing_filename_size!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.magic, self.cluster_size, self.table_size, self.header_size, self.features,
-                self.compat_features, self.autoclear_features, self.l1_table_offset, self.image_size,
-                self.backing_filename_offset, self.backing_filename_size,)
-        theirs = (other.magic, other.cluster_size, other.table_size, other.header_size, other.features,
-                  other.compat_features, other.autoclear_features, other.l1_table_offset,
-                  other.image_size, other.backing_filename_offset, other.backing_filename_size,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -374,7 +336,7 @@ class Header:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Table:
+class Table(_codec.Record):
     """An L1 or L2 table: table_size contiguous clusters, table_nelems 64-bit entries.
     L1 entry: 0 = no L2 table, else the L2 table's file offset. L2 entry:
     0 = unallocated (read the backing file, zeros past its end or without one),
@@ -386,6 +348,7 @@ class Table:
     num_entries: int
     entries: array[int]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -395,20 +358,6 @@ class Table:
     def __init__(self, num_entries: int, entries: array[int]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Table:

@@ -99,7 +99,7 @@ _PLATFORMCODE_BY_VALUE: dict[int, PlatformCode] = {m.value: m for m in PlatformC
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Vhd:
+class Vhd(_codec.Record):
     """A VHD image is a fixed, dynamic or differencing virtual disk. Every image ends
     with a 512-byte footer; dynamic and differencing images also keep a copy of the
     footer at offset 0, followed by the dynamic disk header, the block allocation
@@ -110,6 +110,7 @@ class Vhd:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ()
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -119,16 +120,6 @@ class Vhd:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Vhd:
@@ -180,7 +171,7 @@ class Vhd:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Footer:
+class Footer(_codec.Record):
     """Hard disk footer, 512 bytes; a copy sits at offset 0 of dynamic images."""
 
     cookie: bytes
@@ -200,6 +191,7 @@ class Footer:
     saved_state: int
     reserved: bytes
 
+    _NAMES = ('cookie', 'features', 'format_version', 'data_offset', 'timestamp', 'creator_application', 'creator_version', 'creator_host_os', 'original_size', 'current_size', 'disk_geometry', 'disk_type', 'checksum', 'unique_id', 'saved_state', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('footer',)
     SIZE: ClassVar[int] = 512
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -256,40 +248,6 @@ class Footer:
         self.unique_id = unique_id
         self.saved_state = saved_state
         self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"cookie={self.cookie!r}"
-                f", features={self.features!r}"
-                f", format_version={self.format_version!r}"
-                f", data_offset={self.data_offset!r}"
-                f", timestamp={self.timestamp!r}"
-                f", creator_application={self.creator_application!r}"
-                f", creator_version={self.creator_version!r}"
-                f", creator_host_os={self.creator_host_os!r}"
-                f", original_size={self.original_size!r}"
-                f", current_size={self.current_size!r}"
-                f", disk_geometry={self.disk_geometry!r}"
-                f", disk_type={self.disk_type!r}"
-                f", checksum={self.checksum!r}"
-                f", unique_id={self.unique_id!r}"
-                f", saved_state={self.saved_state!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.cookie, self.features, self.format_version, self.data_offset, self.timestamp,
-                self.creator_application, self.creator_version, self.creator_host_os,
-                self.original_size, self.current_size, self.disk_geometry, self.disk_type,
-                self.checksum, self.unique_id, self.saved_state, self.reserved,)
-        theirs = (other.cookie, other.features, other.format_version, other.data_offset,
-                  other.timestamp, other.creator_application, other.creator_version,
-                  other.creator_host_os, other.original_size, other.current_size, other.disk_geometry,
-                  other.disk_type, other.checksum, other.unique_id, other.saved_state, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Footer:
@@ -421,13 +379,14 @@ class Footer:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class DiskGeometry:
+class DiskGeometry(_codec.Record):
     """CHS geometry reported to the guest's BIOS."""
 
     cylinders: int
     heads: int
     sectors_per_track: int
 
+    _NAMES = ('cylinders', 'heads', 'sectors_per_track')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('disk_geometry',)
     SIZE: ClassVar[int] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -440,21 +399,6 @@ class DiskGeometry:
         self.cylinders = cylinders
         self.heads = heads
         self.sectors_per_track = sectors_per_track
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"cylinders={self.cylinders!r}"
-                f", heads={self.heads!r}"
-                f", sectors_per_track={self.sectors_per_track!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.cylinders, self.heads, self.sectors_per_track,)
-        theirs = (other.cylinders, other.heads, other.sectors_per_track,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DiskGeometry:
@@ -505,7 +449,7 @@ class DiskGeometry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class DynamicHeader:
+class DynamicHeader(_codec.Record):
     """Dynamic disk header, 1024 bytes, at footer.data_offset."""
 
     cookie: bytes
@@ -522,6 +466,7 @@ class DynamicHeader:
     parent_locators: list[ParentLocator]
     reserved2: bytes
 
+    _NAMES = ('cookie', 'data_offset', 'table_offset', 'header_version', 'max_table_entries', 'block_size', 'checksum', 'parent_unique_id', 'parent_timestamp', 'reserved1', 'parent_unicode_name', 'parent_locators', 'reserved2')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('dynamic_header',)
     SIZE: ClassVar[int] = 1024
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -569,37 +514,6 @@ class DynamicHeader:
         self.parent_unicode_name = parent_unicode_name
         self.parent_locators = parent_locators
         self.reserved2 = reserved2
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"cookie={self.cookie!r}"
-                f", data_offset={self.data_offset!r}"
-                f", table_offset={self.table_offset!r}"
-                f", header_version={self.header_version!r}"
-                f", max_table_entries={self.max_table_entries!r}"
-                f", block_size={self.block_size!r}"
-                f", checksum={self.checksum!r}"
-                f", parent_unique_id={self.parent_unique_id!r}"
-                f", parent_timestamp={self.parent_timestamp!r}"
-                f", reserved1={self.reserved1!r}"
-                f", parent_unicode_name={self.parent_unicode_name!r}"
-                f", parent_locators={self.parent_locators!r}"
-                f", reserved2={self.reserved2!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.cookie, self.data_offset, self.table_offset, self.header_version,
-                self.max_table_entries, self.block_size, self.checksum, self.parent_unique_id,
-                self.parent_timestamp, self.reserved1, self.parent_unicode_name, self.parent_locators,
-                self.reserved2,)
-        theirs = (other.cookie, other.data_offset, other.table_offset, other.header_version,
-                  other.max_table_entries, other.block_size, other.checksum, other.parent_unique_id,
-                  other.parent_timestamp, other.reserved1, other.parent_unicode_name,
-                  other.parent_locators, other.reserved2,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DynamicHeader:
@@ -756,7 +670,7 @@ class DynamicHeader:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class ParentLocator:
+class ParentLocator(_codec.Record):
     """Parent locator entry, 24 bytes; platform code 0 marks an unused entry."""
 
     platform_code: PlatformCode | int
@@ -765,6 +679,7 @@ class ParentLocator:
     reserved: int
     platform_data_offset: int
 
+    _NAMES = ('platform_code', 'platform_data_space', 'platform_data_length', 'reserved', 'platform_data_offset')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator',)
     SIZE: ClassVar[int] = 24
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -788,25 +703,6 @@ class ParentLocator:
         self.platform_data_length = platform_data_length
         self.reserved = reserved
         self.platform_data_offset = platform_data_offset
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"platform_code={self.platform_code!r}"
-                f", platform_data_space={self.platform_data_space!r}"
-                f", platform_data_length={self.platform_data_length!r}"
-                f", reserved={self.reserved!r}"
-                f", platform_data_offset={self.platform_data_offset!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.platform_code, self.platform_data_space, self.platform_data_length, self.reserved,
-                self.platform_data_offset,)
-        theirs = (other.platform_code, other.platform_data_space, other.platform_data_length,
-                  other.reserved, other.platform_data_offset,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocator:
@@ -863,13 +759,14 @@ class ParentLocator:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Bat:
+class Bat(_codec.Record):
     """Block allocation table; entry i is the absolute sector number of block i
     (its sector bitmap), or 0xFFFFFFFF when the block is not allocated."""
 
     num_entries: int
     entries: array[int]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -879,20 +776,6 @@ class Bat:
     def __init__(self, num_entries: int, entries: array[int]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Bat:

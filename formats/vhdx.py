@@ -95,7 +95,7 @@ _SECTORBITMAPBLOCKSTATE_BY_VALUE: dict[int, SectorBitmapBlockState] = {m.value: 
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Vhdx:
+class Vhdx(_codec.Record):
     """A VHDX image is a fixed, dynamic or differencing virtual disk. The file starts
     with a 1 MiB header section made of five 64 KiB slots: the file type identifier
     (offset 0), two headers (64 KiB and 128 KiB; the valid one with the larger
@@ -129,6 +129,7 @@ class Vhdx:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ()
     KSY_PATH: ClassVar[tuple[str, ...]] = ()
     SIZE: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -138,16 +139,6 @@ class Vhdx:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        return True
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Vhdx:
@@ -243,7 +234,7 @@ class Vhdx:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class FileIdentifier:
+class FileIdentifier(_codec.Record):
     """File type identifier, the whole first 64 KiB slot at offset 0. It must be
     written at creation and must never be overwritten afterwards; the signature
     must be validated on load."""
@@ -252,6 +243,7 @@ class FileIdentifier:
     creator: str
     reserved: bytes
 
+    _NAMES = ('signature', 'creator', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('file_identifier',)
     SIZE: ClassVar[int] = 65536
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -264,21 +256,6 @@ class FileIdentifier:
         self.signature = signature
         self.creator = creator
         self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", creator={self.creator!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.creator, self.reserved,)
-        theirs = (other.signature, other.creator, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FileIdentifier:
@@ -331,7 +308,7 @@ class FileIdentifier:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Header:
+class Header(_codec.Record):
     """Header, a 4 KiB structure at the start of the 64 KiB slots at 64 KiB and
     128 KiB (the rest of each slot is reserved). A header is valid when its
     signature and checksum are correct; the current header is the only valid one
@@ -352,6 +329,7 @@ class Header:
     log_offset: int
     reserved: bytes
 
+    _NAMES = ('signature', 'checksum', 'sequence_number', 'file_write_guid', 'data_write_guid', 'log_guid', 'log_version', 'version', 'log_length', 'log_offset', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('header',)
     SIZE: ClassVar[int] = 4096
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -393,33 +371,6 @@ class Header:
         self.log_length = log_length
         self.log_offset = log_offset
         self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", checksum={self.checksum!r}"
-                f", sequence_number={self.sequence_number!r}"
-                f", file_write_guid={self.file_write_guid!r}"
-                f", data_write_guid={self.data_write_guid!r}"
-                f", log_guid={self.log_guid!r}"
-                f", log_version={self.log_version!r}"
-                f", version={self.version!r}"
-                f", log_length={self.log_length!r}"
-                f", log_offset={self.log_offset!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.checksum, self.sequence_number, self.file_write_guid,
-                self.data_write_guid, self.log_guid, self.log_version, self.version, self.log_length,
-                self.log_offset, self.reserved,)
-        theirs = (other.signature, other.checksum, other.sequence_number, other.file_write_guid,
-                  other.data_write_guid, other.log_guid, other.log_version, other.version,
-                  other.log_length, other.log_offset, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> Header:
@@ -545,7 +496,7 @@ class Header:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class RegionTable:
+class RegionTable(_codec.Record):
     """Region table, 64 KiB at 192 KiB with an identical copy at 256 KiB: a 16-byte
     header, entry_count entries of 32 bytes, then reserved space up to 64 KiB.
     Updates go through the log. Entries marked required whose GUID is not
@@ -559,6 +510,7 @@ class RegionTable:
     entries: list[RegionTableEntry]
     reserved_tail: bytes
 
+    _NAMES = ('signature', 'checksum', 'entry_count', 'reserved', 'entries', 'reserved_tail')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('region_table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -585,26 +537,6 @@ class RegionTable:
         self.reserved = reserved
         self.entries = entries
         self.reserved_tail = reserved_tail
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", checksum={self.checksum!r}"
-                f", entry_count={self.entry_count!r}"
-                f", reserved={self.reserved!r}"
-                f", entries={self.entries!r}"
-                f", reserved_tail={self.reserved_tail!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.checksum, self.entry_count, self.reserved, self.entries,
-                self.reserved_tail,)
-        theirs = (other.signature, other.checksum, other.entry_count, other.reserved, other.entries,
-                  other.reserved_tail,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> RegionTable:
@@ -715,7 +647,7 @@ class RegionTable:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class RegionTableEntry:
+class RegionTableEntry(_codec.Record):
     """Region table entry, 32 bytes: the identity and location of one region. The
     GUID must be unique within the table; regions must not overlap each other,
     the log, or any payload / sector bitmap block.
@@ -732,6 +664,7 @@ class RegionTableEntry:
     required: int
     reserved: int
 
+    _NAMES = ('guid', 'file_offset', 'length', 'required', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('region_table_entry',)
     SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -755,23 +688,6 @@ class RegionTableEntry:
         self.length = length
         self.required = required
         self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"guid={self.guid!r}"
-                f", file_offset={self.file_offset!r}"
-                f", length={self.length!r}"
-                f", required={self.required!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.guid, self.file_offset, self.length, self.required, self.reserved,)
-        theirs = (other.guid, other.file_offset, other.length, other.required, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> RegionTableEntry:
@@ -834,7 +750,7 @@ class RegionTableEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class MetadataTable:
+class MetadataTable(_codec.Record):
     """Metadata table, the first 64 KiB of the metadata region: a 32-byte header,
     entry_count entries of 32 bytes, then free space up to 64 KiB. Metadata items
     follow in the region at offsets >= 64 KiB, unordered, unaligned, of variable
@@ -844,6 +760,7 @@ class MetadataTable:
     entries: list[MetadataTableEntry]
     reserved_tail: bytes
 
+    _NAMES = ('header', 'entries', 'reserved_tail')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('metadata_table',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -861,21 +778,6 @@ class MetadataTable:
         self.header = header
         self.entries = entries
         self.reserved_tail = reserved_tail
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"header={self.header!r}"
-                f", entries={self.entries!r}"
-                f", reserved_tail={self.reserved_tail!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.header, self.entries, self.reserved_tail,)
-        theirs = (other.header, other.entries, other.reserved_tail,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> MetadataTable:
@@ -935,7 +837,7 @@ class MetadataTable:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class MetadataTableHeader:
+class MetadataTableHeader(_codec.Record):
     """Metadata table header, 32 bytes at the start of the metadata region."""
 
     signature: bytes
@@ -943,6 +845,7 @@ class MetadataTableHeader:
     entry_count: int
     reserved2: bytes
 
+    _NAMES = ('signature', 'reserved', 'entry_count', 'reserved2')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('metadata_table_header',)
     SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -957,22 +860,6 @@ class MetadataTableHeader:
         self.reserved = reserved
         self.entry_count = entry_count
         self.reserved2 = reserved2
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", reserved={self.reserved!r}"
-                f", entry_count={self.entry_count!r}"
-                f", reserved2={self.reserved2!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.reserved, self.entry_count, self.reserved2,)
-        theirs = (other.signature, other.reserved, other.entry_count, other.reserved2,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> MetadataTableHeader:
@@ -1033,7 +920,7 @@ class MetadataTableHeader:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class MetadataTableEntry:
+class MetadataTableEntry(_codec.Record):
     """Metadata table entry, 32 bytes; the (item_id, is_user) pair is unique. An
     unknown item with is_required makes the file unloadable; unknown items must
     be preserved byte for byte.
@@ -1069,6 +956,7 @@ class MetadataTableEntry:
     reserved: int
     reserved2: int
 
+    _NAMES = ('item_id', 'offset', 'length', 'is_user', 'is_virtual_disk', 'is_required', 'reserved', 'reserved2')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('metadata_table_entry',)
     SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1101,28 +989,6 @@ class MetadataTableEntry:
         self.is_required = is_required
         self.reserved = reserved
         self.reserved2 = reserved2
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"item_id={self.item_id!r}"
-                f", offset={self.offset!r}"
-                f", length={self.length!r}"
-                f", is_user={self.is_user!r}"
-                f", is_virtual_disk={self.is_virtual_disk!r}"
-                f", is_required={self.is_required!r}"
-                f", reserved={self.reserved!r}"
-                f", reserved2={self.reserved2!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.item_id, self.offset, self.length, self.is_user, self.is_virtual_disk,
-                self.is_required, self.reserved, self.reserved2,)
-        theirs = (other.item_id, other.offset, other.length, other.is_user, other.is_virtual_disk,
-                  other.is_required, other.reserved, other.reserved2,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> MetadataTableEntry:
@@ -1190,7 +1056,7 @@ class MetadataTableEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class FileParameters:
+class FileParameters(_codec.Record):
     """File Parameters metadata item, 8 bytes (CAA16737-FA36-4D43-B3B6-33F0AA44E76B)."""
 
     block_size: int
@@ -1198,6 +1064,7 @@ class FileParameters:
     has_parent: int
     reserved: int
 
+    _NAMES = ('block_size', 'leave_blocks_allocated', 'has_parent', 'reserved')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('file_parameters',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1218,22 +1085,6 @@ class FileParameters:
         self.leave_blocks_allocated = leave_blocks_allocated
         self.has_parent = has_parent
         self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"block_size={self.block_size!r}"
-                f", leave_blocks_allocated={self.leave_blocks_allocated!r}"
-                f", has_parent={self.has_parent!r}"
-                f", reserved={self.reserved!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.block_size, self.leave_blocks_allocated, self.has_parent, self.reserved,)
-        theirs = (other.block_size, other.leave_blocks_allocated, other.has_parent, other.reserved,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> FileParameters:
@@ -1290,11 +1141,12 @@ class FileParameters:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class VirtualDiskSize:
+class VirtualDiskSize(_codec.Record):
     """Virtual Disk Size metadata item, 8 bytes (2FA54224-CD1B-4876-B211-5DBED83BF4B8)."""
 
     virtual_disk_size: int
 
+    _NAMES = ('virtual_disk_size',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('virtual_disk_size',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1303,19 +1155,6 @@ class VirtualDiskSize:
 
     def __init__(self, virtual_disk_size: int) -> None:
         self.virtual_disk_size = virtual_disk_size
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"virtual_disk_size={self.virtual_disk_size!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.virtual_disk_size,)
-        theirs = (other.virtual_disk_size,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> VirtualDiskSize:
@@ -1365,12 +1204,13 @@ class VirtualDiskSize:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class VirtualDiskId:
+class VirtualDiskId(_codec.Record):
     """Virtual Disk ID metadata item, 16 bytes (BECA12AB-B2E6-4523-93EF-C309E000C746),
     also called "Page 83 data"."""
 
     virtual_disk_id: bytes
 
+    _NAMES = ('virtual_disk_id',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('virtual_disk_id',)
     SIZE: ClassVar[int] = 16
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1379,19 +1219,6 @@ class VirtualDiskId:
 
     def __init__(self, virtual_disk_id: bytes) -> None:
         self.virtual_disk_id = virtual_disk_id
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"virtual_disk_id={self.virtual_disk_id!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.virtual_disk_id,)
-        theirs = (other.virtual_disk_id,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> VirtualDiskId:
@@ -1436,11 +1263,12 @@ class VirtualDiskId:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class LogicalSectorSize:
+class LogicalSectorSize(_codec.Record):
     """Logical Sector Size metadata item, 4 bytes (8141BF1D-A96F-4709-BA47-F233A8FAAB5F)."""
 
     logical_sector_size: int
 
+    _NAMES = ('logical_sector_size',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('logical_sector_size',)
     SIZE: ClassVar[int] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1449,19 +1277,6 @@ class LogicalSectorSize:
 
     def __init__(self, logical_sector_size: int) -> None:
         self.logical_sector_size = logical_sector_size
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"logical_sector_size={self.logical_sector_size!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.logical_sector_size,)
-        theirs = (other.logical_sector_size,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> LogicalSectorSize:
@@ -1511,11 +1326,12 @@ class LogicalSectorSize:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class PhysicalSectorSize:
+class PhysicalSectorSize(_codec.Record):
     """Physical Sector Size metadata item, 4 bytes (CDA348C7-445D-4471-9CC9-E9885251C556)."""
 
     physical_sector_size: int
 
+    _NAMES = ('physical_sector_size',)
     KSY_PATH: ClassVar[tuple[str, ...]] = ('physical_sector_size',)
     SIZE: ClassVar[int] = 4
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1524,19 +1340,6 @@ class PhysicalSectorSize:
 
     def __init__(self, physical_sector_size: int) -> None:
         self.physical_sector_size = physical_sector_size
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"physical_sector_size={self.physical_sector_size!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.physical_sector_size,)
-        theirs = (other.physical_sector_size,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> PhysicalSectorSize:
@@ -1586,13 +1389,14 @@ class PhysicalSectorSize:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class ChsParameters:
+class ChsParameters(_codec.Record):
     """CHS parameters metadata item, 8 bytes (DA02D7BC-3D3A-423C-AC88-2A36AB21479B).
     Defined by Microsoft's open-source implementation (openvmm), not by [MS-VHDX]."""
 
     heads_per_cylinder: int
     sectors_per_track: int
 
+    _NAMES = ('heads_per_cylinder', 'sectors_per_track')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('chs_parameters',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1603,20 +1407,6 @@ class ChsParameters:
     def __init__(self, heads_per_cylinder: int, sectors_per_track: int) -> None:
         self.heads_per_cylinder = heads_per_cylinder
         self.sectors_per_track = sectors_per_track
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"heads_per_cylinder={self.heads_per_cylinder!r}"
-                f", sectors_per_track={self.sectors_per_track!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.heads_per_cylinder, self.sectors_per_track,)
-        theirs = (other.heads_per_cylinder, other.sectors_per_track,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ChsParameters:
@@ -1664,7 +1454,7 @@ class ChsParameters:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class ParentLocator:
+class ParentLocator(_codec.Record):
     """Parent Locator metadata item (A8D35F2D-B30B-454D-ABF7-D3D84834AB0C), variable
     size: a 20-byte header and key_value_count entries of 12 bytes; the UTF-16LE
     keys and values live elsewhere inside the item. Parse it from a stream that
@@ -1674,6 +1464,7 @@ class ParentLocator:
     header: ParentLocatorHeader
     entries: list[ParentLocatorEntry]
 
+    _NAMES = ('header', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1684,20 +1475,6 @@ class ParentLocator:
     def __init__(self, header: ParentLocatorHeader, entries: list[ParentLocatorEntry]) -> None:
         self.header = header
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"header={self.header!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.header, self.entries,)
-        theirs = (other.header, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocator:
@@ -1749,7 +1526,7 @@ class ParentLocator:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class ParentLocatorHeader:
+class ParentLocatorHeader(_codec.Record):
     """Parent locator header, 20 bytes. The only locator type defined by the
     specification is the VHDX parent locator,
     B04AEFB7-D19E-4A81-B789-25B8E9445913 (on-disk bytes
@@ -1763,6 +1540,7 @@ class ParentLocatorHeader:
     reserved: int
     key_value_count: int
 
+    _NAMES = ('locator_type', 'reserved', 'key_value_count')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator_header',)
     SIZE: ClassVar[int] = 20
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1775,21 +1553,6 @@ class ParentLocatorHeader:
         self.locator_type = locator_type
         self.reserved = reserved
         self.key_value_count = key_value_count
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"locator_type={self.locator_type!r}"
-                f", reserved={self.reserved!r}"
-                f", key_value_count={self.key_value_count!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.locator_type, self.reserved, self.key_value_count,)
-        theirs = (other.locator_type, other.reserved, other.key_value_count,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocatorHeader:
@@ -1840,7 +1603,7 @@ class ParentLocatorHeader:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class ParentLocatorEntry:
+class ParentLocatorEntry(_codec.Record):
     """Parent locator key/value entry, 12 bytes. Offsets are relative to the start of
     the parent locator item; keys and values are UTF-16LE without embedded or
     terminating NULs (lengths are in bytes). Keys are case-sensitive and unique."""
@@ -1853,6 +1616,7 @@ class ParentLocatorEntry:
     _io_base: int = field(default=0, init=False, repr=False, compare=False)
     _io_end: int = field(default=0, init=False, repr=False, compare=False)
 
+    _NAMES = ('key_offset', 'value_offset', 'key_length', 'value_length')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('parent_locator_entry',)
     SIZE: ClassVar[int] = 12
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -1870,22 +1634,6 @@ class ParentLocatorEntry:
         self._io_buf = None
         self._io_base = 0
         self._io_end = 0
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"key_offset={self.key_offset!r}"
-                f", value_offset={self.value_offset!r}"
-                f", key_length={self.key_length!r}"
-                f", value_length={self.value_length!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.key_offset, self.value_offset, self.key_length, self.value_length,)
-        theirs = (other.key_offset, other.value_offset, other.key_length, other.value_length,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ParentLocatorEntry:
@@ -1981,7 +1729,7 @@ class ParentLocatorEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class Bat:
+class Bat(_codec.Record):
     """Block allocation table, the BAT region (region GUID
     2DC27766-F623-4200-9D64-115E9BFD4A08). Entries are raw u8 values for bulk
     decoding; each one is laid out as `bat_entry`: state = entry & 7,
@@ -2000,6 +1748,7 @@ class Bat:
     num_entries: int
     entries: array[int]
 
+    _NAMES = ('num_entries', 'entries')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat',)
     SIZE: ClassVar[None] = None
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2009,20 +1758,6 @@ class Bat:
     def __init__(self, num_entries: int, entries: array[int]) -> None:
         self.num_entries = num_entries
         self.entries = entries
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"num_entries={self.num_entries!r}"
-                f", entries={self.entries!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.num_entries, self.entries,)
-        theirs = (other.num_entries, other.entries,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0, *, num_entries: int) -> Bat:
@@ -2068,7 +1803,7 @@ class Bat:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class BatEntry:
+class BatEntry(_codec.Record):
     """One BAT entry, a u8le read as bit fields from bit 0 (bit-endian le). For
     payload entries the state is a payload_block_state; for sector bitmap entries
     the same bits hold a sector_bitmap_block_state (0 not present, 6 present -
@@ -2080,6 +1815,7 @@ class BatEntry:
     reserved: int
     file_offset_mb: int
 
+    _NAMES = ('state', 'reserved', 'file_offset_mb')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('bat_entry',)
     SIZE: ClassVar[int] = 8
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2092,21 +1828,6 @@ class BatEntry:
         self.state = state
         self.reserved = reserved
         self.file_offset_mb = file_offset_mb
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"state={self.state!r}"
-                f", reserved={self.reserved!r}"
-                f", file_offset_mb={self.file_offset_mb!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.state, self.reserved, self.file_offset_mb,)
-        theirs = (other.state, other.reserved, other.file_offset_mb,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> BatEntry:
@@ -2160,7 +1881,7 @@ class BatEntry:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class LogEntryHeader:
+class LogEntryHeader(_codec.Record):
     """Log entry header, the first 64 bytes of a log entry. A log entry is a run of
     4 KiB sectors in the circular log (it may wrap around the end of the log
     region): descriptor sectors (the first holds this header and up to 126
@@ -2184,6 +1905,7 @@ class LogEntryHeader:
     flushed_file_offset: int
     last_file_offset: int
 
+    _NAMES = ('signature', 'checksum', 'entry_length', 'tail', 'sequence_number', 'descriptor_count', 'reserved', 'log_guid', 'flushed_file_offset', 'last_file_offset')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('log_entry_header',)
     SIZE: ClassVar[int] = 64
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2222,32 +1944,6 @@ class LogEntryHeader:
         self.log_guid = log_guid
         self.flushed_file_offset = flushed_file_offset
         self.last_file_offset = last_file_offset
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", checksum={self.checksum!r}"
-                f", entry_length={self.entry_length!r}"
-                f", tail={self.tail!r}"
-                f", sequence_number={self.sequence_number!r}"
-                f", descriptor_count={self.descriptor_count!r}"
-                f", reserved={self.reserved!r}"
-                f", log_guid={self.log_guid!r}"
-                f", flushed_file_offset={self.flushed_file_offset!r}"
-                f", last_file_offset={self.last_file_offset!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.checksum, self.entry_length, self.tail, self.sequence_number,
-                self.descriptor_count, self.reserved, self.log_guid, self.flushed_file_offset,
-                self.last_file_offset,)
-        theirs = (other.signature, other.checksum, other.entry_length, other.tail,
-                  other.sequence_number, other.descriptor_count, other.reserved, other.log_guid,
-                  other.flushed_file_offset, other.last_file_offset,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> LogEntryHeader:
@@ -2363,7 +2059,7 @@ class LogEntryHeader:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class ZeroDescriptor:
+class ZeroDescriptor(_codec.Record):
     """Zero descriptor, 32 bytes - write zero_length zero bytes at file_offset; has no data sector."""
 
     signature: bytes
@@ -2372,6 +2068,7 @@ class ZeroDescriptor:
     file_offset: int
     sequence_number: int
 
+    _NAMES = ('signature', 'reserved', 'zero_length', 'file_offset', 'sequence_number')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('zero_descriptor',)
     SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2395,24 +2092,6 @@ class ZeroDescriptor:
         self.zero_length = zero_length
         self.file_offset = file_offset
         self.sequence_number = sequence_number
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", reserved={self.reserved!r}"
-                f", zero_length={self.zero_length!r}"
-                f", file_offset={self.file_offset!r}"
-                f", sequence_number={self.sequence_number!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.reserved, self.zero_length, self.file_offset, self.sequence_number,)
-        theirs = (other.signature, other.reserved, other.zero_length, other.file_offset,
-                  other.sequence_number,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> ZeroDescriptor:
@@ -2478,7 +2157,7 @@ class ZeroDescriptor:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class DataDescriptor:
+class DataDescriptor(_codec.Record):
     """Data descriptor, 32 bytes - one 4 KiB sector update. The 4096 bytes written at
     file_offset are leading_bytes + the matching data_sector's data + trailing_bytes."""
 
@@ -2488,6 +2167,7 @@ class DataDescriptor:
     file_offset: int
     sequence_number: int
 
+    _NAMES = ('signature', 'trailing_bytes', 'leading_bytes', 'file_offset', 'sequence_number')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('data_descriptor',)
     SIZE: ClassVar[int] = 32
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2511,25 +2191,6 @@ class DataDescriptor:
         self.leading_bytes = leading_bytes
         self.file_offset = file_offset
         self.sequence_number = sequence_number
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", trailing_bytes={self.trailing_bytes!r}"
-                f", leading_bytes={self.leading_bytes!r}"
-                f", file_offset={self.file_offset!r}"
-                f", sequence_number={self.sequence_number!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.trailing_bytes, self.leading_bytes, self.file_offset,
-                self.sequence_number,)
-        theirs = (other.signature, other.trailing_bytes, other.leading_bytes, other.file_offset,
-                  other.sequence_number,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DataDescriptor:
@@ -2593,7 +2254,7 @@ class DataDescriptor:
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
-class DataSector:
+class DataSector(_codec.Record):
     """Data sector, 4096 bytes - the middle of one data descriptor's update. Data
     sectors follow the descriptor sectors in the order of the data descriptors."""
 
@@ -2602,6 +2263,7 @@ class DataSector:
     data: bytes
     sequence_low: int
 
+    _NAMES = ('signature', 'sequence_high', 'data', 'sequence_low')
     KSY_PATH: ClassVar[tuple[str, ...]] = ('data_sector',)
     SIZE: ClassVar[int] = 4096
     FIELDS: ClassVar[tuple[_codec.FieldInfo, ...]] = (
@@ -2616,22 +2278,6 @@ class DataSector:
         self.sequence_high = sequence_high
         self.data = data
         self.sequence_low = sequence_low
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}("
-                f"signature={self.signature!r}"
-                f", sequence_high={self.sequence_high!r}"
-                f", data={self.data!r}"
-                f", sequence_low={self.sequence_low!r}"
-                ")")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, self.__class__)  # for the type checker
-        mine = (self.signature, self.sequence_high, self.data, self.sequence_low,)
-        theirs = (other.signature, other.sequence_high, other.data, other.sequence_low,)
-        return mine == theirs
 
     @classmethod
     def parse(cls, buf: _codec.Buffer, offset: int = 0) -> DataSector:

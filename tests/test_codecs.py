@@ -283,8 +283,9 @@ ALL_TYPES = [(f"{mod.SPEC_ID}:{path}", cls) for mod in modules() for path, cls i
 
 @pytest.mark.parametrize(("name", "cls"), ALL_TYPES, ids=[n for n, _ in ALL_TYPES])
 def test_written_out_methods_are_what_dataclass_makes(name: str, cls: Any) -> None:
-    """Codegen writes __init__, __repr__ and __eq__ itself (dataclass would compile them at
-    import time); dataclass's own field table says what each must do."""
+    """Codegen writes __init__, and __repr__ and __eq__ come from _codec.Record (dataclass
+    would compile all three at import time); dataclass's own field table says what each
+    must do."""
     fields = dataclasses.fields(cls)
     public = [f.name for f in fields if f.init]
     assert dataclasses.is_dataclass(cls) and "__dict__" not in dir(cls)  # slots
