@@ -197,8 +197,7 @@ class Copier:
         bigger buffer, returned: the first touch of new memory costs more than the copy, so
         it is paid here rather than in the writer's time). Jobs that follow each other in
         the same file are one read."""
-        if len(buf) < batch.size:
-            buf = bytearray(max(batch.size, min(self.chunk, 2 * len(buf))))
+        buf = self._grown(buf, batch.size)
         view = memoryview(buf)
         pos = 0
         for first, n in _spans(batch.jobs, lambda j: (j.entry.image.engine.backend, j.file_offset)):
@@ -209,11 +208,15 @@ class Copier:
         return buf
 
     def _buffer(self, n: int) -> memoryview:
-        """The first n bytes of the main thread's buffer, grown like the reader's."""
-        buf = self.buffers[DEPTH]
-        if len(buf) < n:  # a new object: a view of the old one may still exist
-            buf = self.buffers[DEPTH] = bytearray(max(n, min(self.chunk, 2 * len(buf))))
+        """The first n bytes of the main thread's buffer."""
+        buf = self.buffers[DEPTH] = self._grown(self.buffers[DEPTH], n)
         return memoryview(buf)[:n]
+
+    def _grown(self, buf: bytearray, n: int) -> bytearray:
+        """`buf`, or if it is shorter than n a new one (never resized in place: a view of the
+        old one may still exist) of at least n bytes, doubling up to the chunk size: buffers
+        grow only as far as the jobs need."""
+        return buf if len(buf) >= n else bytearray(max(n, min(self.chunk, 2 * len(buf))))
 
     def _write_batch(self, batch: _Batch, buf: bytearray) -> None:
         self.buffers[batch.buffer] = buf  # the reader may have grown it
