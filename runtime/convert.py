@@ -28,7 +28,10 @@ from .image import Image
 from .image import create as create_image
 from .image import open as open_image
 
-CHUNK = 8 << 20
+# The largest read (and write) of the copy. 4 MiB measured faster than 8 MiB for every
+# bench case (VHD -> raw by ~15-25 ms of ~0.16 s): the buffer just read is still in cache
+# when it is written, and half as much fresh memory is touched.
+CHUNK = 4 << 20
 DEFAULT_SPARSE = 4096
 MAX_SPARSE = 16 << 20
 
