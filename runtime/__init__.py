@@ -16,6 +16,8 @@ from .errors import (
 from .extent import Extent, State
 from .image import Image, create, open
 
+__version__ = "0.1.0"  # the package's version (pyproject.toml reads it from here)
+
 __all__ = [
     "CorruptError",
     "DiskspecError",
@@ -26,6 +28,7 @@ __all__ = [
     "ReadOnlyError",
     "State",
     "UnsupportedFeatureError",
+    "__version__",
     "create",
     "open",
 ]

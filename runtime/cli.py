@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from . import __version__
 from .errors import DiskspecError, ParentMissingError, UnsupportedFeatureError
 from .image import Image
 from .image import create as create_image
@@ -791,22 +792,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("diskspec")
-    except Exception:
-        return "unknown"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
     if args[0] in ("-V", "--version"):
-        print(f"diskspec version {_version()}")
+        print(f"diskspec version {__version__}")
         return 0
     command, rest = args[0], args[1:]
     handler = COMMANDS.get(command)

@@ -728,6 +728,16 @@ def test_entry_point_and_help(images: dict[str, Path]) -> None:
     assert code == 0 and "--sparse-size" in out
 
 
+def test_version_is_the_installed_distributions() -> None:
+    """--version prints the package's __version__, which the installed metadata (built from
+    pyproject.toml) must agree with: the version is written in one place."""
+    from importlib.metadata import version
+
+    assert ds.__version__ == version("diskspec")
+    for flag in ("--version", "-V"):
+        assert ds_run(flag) == (0, f"diskspec version {ds.__version__}\n", "")
+
+
 def test_dissect_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("diskspec.runtime.dissect.cli")
     seen: list[list[str]] = []
