@@ -5,7 +5,8 @@ Creates in a temporary directory (with diskspec's own create/write, runs of whol
              seed), holes elsewhere
   half.vhd   a dynamic VHD (2 MiB blocks) with the same guest content
   half.vhdx  a dynamic VHDX (default block size) with the same guest content
-then converts with both tools, each as its own command line (process start included):
+then converts with both tools, each as its own command line (process start included), and with
+diskspec's convert() called in the bench's own process (the copy alone, no process start):
   VHD  -> raw   -f vpc  -O raw
   VHDX -> VHD   -f vhdx -O vpc  -o subformat=dynamic,force_size=on
   raw  -> VHDX  -f raw  -O vhdx
@@ -49,6 +50,9 @@ from pathlib import Path
 from common import MAX_RUN, runs, warm
 
 import diskspec.runtime as ds
+from diskspec.runtime.cli import target_options
+from diskspec.runtime.convert import convert
+from diskspec.runtime.options import parse_options
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 2 * MiB
@@ -136,6 +140,9 @@ def commands(case: Case, qemu: str, diskspec: Diskspec, dst: Path, mode: str) ->
             "diskspec": [*diskspec.command, "convert", *flags["diskspec"], *tail]}
 
 
+IN_PROCESS = "in-process"  # diskspec's convert() in this process, not a command line
+
+
 def timed(cmd: list[str], dst: Path) -> float:
     dst.unlink(missing_ok=True)
     os.sync()  # the previous target's writeback does not land in this one's time
@@ -144,18 +151,32 @@ def timed(cmd: list[str], dst: Path) -> float:
     return time.perf_counter() - t
 
 
+def timed_in_process(case: Case, mode: str, dst: Path) -> float:
+    """convert() as the command line calls it, timed from opening the source to closing the
+    target: the copy without the process's start and exit."""
+    options = target_options(case.out_fmt, parse_options([case.options] if case.options else []))
+    dst.unlink(missing_ok=True)
+    os.sync()
+    t = time.perf_counter()
+    with ds.open(case.src, format=case.src_fmt) as src:
+        convert([src], dst, case.out_fmt, options, flush=mode == "durable")
+    return time.perf_counter() - t
+
+
 def measure(case: Case, mode: str, qemu: str, diskspec: Diskspec, tmp: Path, runs_: int,
             truth: str) -> tuple[dict[str, list[float]], dict[str, bool]]:
     """Sorted seconds per tool; and whether each tool's output has the source's content."""
     dst = tmp / f"out.{case.ext}"
     cmds = commands(case, qemu, diskspec, dst, mode)
-    times: dict[str, list[float]] = {tool: [] for tool in cmds}
+    tools = [*cmds, IN_PROCESS]
+    times: dict[str, list[float]] = {tool: [] for tool in tools}
     ok: dict[str, bool] = {}
     for round_ in range(runs_):
-        order = list(cmds) if round_ % 2 == 0 else list(reversed(cmds))
+        order = tools if round_ % 2 == 0 else tools[::-1]
         for tool in order:
             warm(case.src)
-            times[tool].append(timed(cmds[tool], dst))
+            times[tool].append(timed_in_process(case, mode, dst) if tool == IN_PROCESS
+                               else timed(cmds[tool], dst))
             if tool not in ok:
                 ok[tool] = guest_sha(qemu, dst, case.out_fmt, tmp) == truth
             print(f"  {case.name:12} {mode:8} {tool:9} {times[tool][-1]:7.3f} s", file=sys.stderr,
@@ -249,8 +270,10 @@ def main() -> None:
     print(f"{version}; diskspec from {diskspec.where}")
     print("process start alone (best of 5): "
           + ", ".join(f"{tool} {seconds * 1000:.0f} ms" for tool, seconds in start.items()))
+    print("in-process: diskspec's convert() without the process start and exit, best time; "
+          "the ratio columns compare the two command lines")
     head = (f"{'case':12}  {'mode':8}  {'qemu-img MB/s':>13}  {'diskspec MB/s':>13}  "
-            f"{'ratio best':>10}  {'ratio median':>12}  {'content':>7}  goal")
+            f"{'ratio best':>10}  {'ratio median':>12}  {'in-process':>10}  {'content':>7}  goal")
     print(head)
     print("-" * len(head))
     for case, mode, times, ok in results:
@@ -259,8 +282,9 @@ def main() -> None:
         median = times["qemu-img"][mid] / times["diskspec"][mid]
         content = "ok" if all(ok.values()) else "WRONG " + ",".join(k for k, v in ok.items() if not v)
         mark = f">={GOAL:g}x {'ok' if d / q >= GOAL else 'MISS'}"
+        inner = times[IN_PROCESS][0]
         print(f"{case.name:12}  {mode:8}  {q:13.0f}  {d:13.0f}  {d / q:9.2f}x  {median:11.2f}x  "
-              f"{content:>7}  {mark}")
+              f"{inner:9.3f}s  {content:>7}  {mark}")
 
 
 if __name__ == "__main__":
