@@ -56,7 +56,8 @@ other commands:
   demo                          create a VHDX, write, dissect, convert to VHD, compare, info
 
 Formats (-f, -O, -F): raw, vpc (alias vhd), and every engine registered since; without -f
-the format is probed from the content (raw when nothing else matches).
+the format is probed from the content (raw when nothing else matches; a file of a format
+with no engine, such as qcow2, QED or VMDK, is refused rather than read as raw: -f raw does).
 Sizes: bytes, or with a suffix k, M, G, T, P, E (powers of 1024); resize also takes +N/-N.
 -o help lists a format's create options. --image-opts takes FILENAME as
 driver=FMT,file.filename=PATH[,OPTION=VALUE...], e.g. the VHD size rule:

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from .engine import Engine
-from .errors import DiskspecError, NotThisFormatError
+from .errors import DiskspecError, NotThisFormatError, UnsupportedFeatureError
+from .foreign import foreign_format
 
 PROBE_BYTES = 64 * 1024
 
@@ -39,7 +40,8 @@ def engine_for(name: str) -> type[Engine]:
 
 
 def probe(path: Path) -> type[Engine]:
-    """The engine that recognises the file by its content; raw when none does."""
+    """The engine that recognises the file by its content; raw when none does, unless the
+    file carries the magic of a format without an engine (then an UnsupportedFeatureError)."""
     try:
         with open(path, "rb") as f:
             head = f.read(PROBE_BYTES)
@@ -52,7 +54,10 @@ def probe(path: Path) -> type[Engine]:
         raise DiskspecError(f"{path}: is a directory") from None
     scored = sorted(((cls.probe(head, tail, path), name, cls) for name, cls in engines().items()),
                     key=lambda t: (t[0], t[1]), reverse=True)
-    best, _, cls = scored[0]
+    best, name, cls = scored[0]
     if best <= 0:
         raise NotThisFormatError(f"{path}: no engine recognises this file")
+    if name == "raw" and (other := foreign_format(head, tail)) is not None:
+        raise UnsupportedFeatureError(f"{path} is a {other} image: diskspec has no {other} engine "
+                                      f"(-f raw reads the file itself as a raw disk)")
     return cls

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 from pathlib import Path
 
 from ..errors import DiskspecError
+from ..foreign import foreign_format
 from . import gaps
 from . import vhd as vhd_dissect
 from . import vhdx as vhdx_dissect
 from .common import MiB, Reader, human_size
 from .model import Field, Node
 from .options import Options
-
-#: the generated codec modules whose header magic (a `contents` field at offset 0 of their
-#: `header` type) names a format this tool recognises but does not dissect
-OTHER_SPECS = ("qcow2", "qed", "fvd", "add_cow")
 
 
 def dissect(path: str | os.PathLike[str], *, bat: bool = False, scan_gaps: bool = True,
@@ -90,7 +86,7 @@ def _dissect(path: Path, reader: Reader, options: Options) -> Node:
     elif fmt == "vpc":
         vhd_dissect.dissect(reader, root, options)
     else:
-        _raw(root, reader, head)
+        _raw(root, reader, head, tail)
     gaps.overlaps(root)
     if fmt != "raw":
         gaps.add_gaps(root, reader, gaps.ScanOptions(options.scan_gaps, options.gap_budget))
@@ -103,8 +99,8 @@ def _dissect(path: Path, reader: Reader, options: Options) -> Node:
     return root
 
 
-def _raw(root: Node, reader: Reader, head: bytes) -> None:
-    other = _other_format(head)
+def _raw(root: Node, reader: Reader, head: bytes, tail: bytes) -> None:
+    other = foreign_format(head, tail)
     if other:
         root.notes.append(f"the file starts with the {other} magic; dissect does not decode "
                           f"{other} yet, so it is shown as raw data")
@@ -119,15 +115,3 @@ def _raw(root: Node, reader: Reader, head: bytes) -> None:
         allocated = sum(e - s for s, e in reader.data_ranges(0, reader.size))
         node.fields.append(Field("allocated_bytes", 0, 0, allocated,
                                  "bytes not in a hole of the sparse file", ""))
-
-
-def _other_format(head: bytes) -> str | None:
-    for name in OTHER_SPECS:
-        module = importlib.import_module(f"diskspec.formats.{name}")
-        for type_name, cls in module.TYPES.items():
-            if not type_name.startswith("header"):
-                continue
-            for row in getattr(cls, "FIELDS", ()):
-                if row.offset == 0 and row.contents and head.startswith(row.contents):
-                    return name
-    return None
