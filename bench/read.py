@@ -46,11 +46,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import MAX_RUN, runs, warm
 
 import diskspec.runtime as ds
+
+if TYPE_CHECKING:
+    from diskspec.runtime.vhdx.engine import VhdxEngine
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 2 * MiB
@@ -549,14 +552,26 @@ def convert(pairs: list[Pair], runs_: int) -> list[tuple[str, str, float]]:
 
 # -- VHDX log replay -----------------------------------------------------------------------
 
+def vhdx_engine(image: ds.Image) -> VhdxEngine:
+    """The image's engine, which the replay bench reaches into: a VHDX one."""
+    from diskspec.runtime.vhdx.engine import VhdxEngine
+
+    assert isinstance(image.engine, VhdxEngine)
+    return image.engine
+
+
 def abandon(image: ds.Image) -> None:
     """A crash, as tests/test_vhdx_engine.py makes one: the engine's descriptor is closed as it
     is (no flush, no clean header, the log still marked in use); the Image is retired."""
-    backend = image.engine.file_backend
+    from diskspec.runtime.backend import FileBackend
+
+    engine = vhdx_engine(image)
+    backend = engine.file_backend
+    assert isinstance(backend, FileBackend)
     os.close(backend.fd)
     backend.fd = -1
     backend.writable = False
-    image.engine.session_started = False
+    engine.session_started = False
     image.close()
 
 
@@ -573,14 +588,15 @@ def make_dirty(tmp: Path) -> tuple[Path, int, dict[int, bytes]]:
     ds.create(path, "vhdx", 4 * GiB, block_size=MiB, log_size=MiB).close()
     original = vlog.build_entry
 
-    def tail_at_start(sequence: int, tail: int, *args: Any, **kwargs: Any) -> bytearray:
-        return original(sequence, 0, *args, **kwargs)  # type: ignore[no-any-return]
+    def tail_at_start(sequence: int, tail: int, log_guid: bytes, flushed: int, last: int,
+                      writes: list[tuple[int, bytes]]) -> bytes:
+        return original(sequence, 0, log_guid, flushed, last, writes)
 
     written: dict[int, bytes] = {}
     image = ds.open(path, "r+")
-    vlog.build_entry = tail_at_start  # type: ignore[assignment]
+    vlog.build_entry = tail_at_start
     try:
-        engine: Any = image.engine
+        engine = vhdx_engine(image)
         block = 0
         while True:
             # stop before the ring would wrap (an entry here: 4 KiB descriptors + 4 KiB page)
@@ -596,7 +612,7 @@ def make_dirty(tmp: Path) -> tuple[Path, int, dict[int, bytes]]:
         vlog.build_entry = original
     abandon(image)
     with ds.open(path) as check:
-        entries = check.engine.replayed  # type: ignore[attr-defined]
+        entries = vhdx_engine(check).replayed
     return path, entries, written
 
 

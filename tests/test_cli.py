@@ -392,6 +392,8 @@ def test_convert_matrix(images: dict[str, Path], tmp_path: Path, qemu_img: str, 
 
 
 def test_convert_keeps_targets_sparse(images: dict[str, Path], tmp_path: Path) -> None:
+    from diskspec.runtime.vhd.engine import VhdEngine
+
     src = images["raw"]  # its 2 MiB of written zeros at 4 MiB are allocated in the file
     source_allocated = src.stat().st_blocks * 512
     slack = 64 * KiB  # file-system block rounding
@@ -405,7 +407,9 @@ def test_convert_keeps_targets_sparse(images: dict[str, Path], tmp_path: Path) -
     dyn = tmp_path / "sparse.vhd"
     assert ds_run("convert", "-O", "vpc", "-o", "block_size=512K", src, dyn)[0] == 0
     with ds.open(dyn) as image:  # the all-zero blocks at 4 MiB were never allocated
-        bat = image.engine.bat
+        engine = image.engine
+        assert isinstance(engine, VhdEngine)
+        bat = engine.bat
         assert [bat[i] == 0xFFFFFFFF for i in range(7, 13)] == [True, True, True, True, False, False]
 
 
@@ -703,7 +707,7 @@ def test_measure(images: dict[str, Path], tmp_path: Path, qemu_img: str) -> None
 def test_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.vhd"
     garbage.write_bytes(os.urandom(4096))
-    cases = [(["info", "--bogus", garbage], 1), (["frobnicate"], 2),
+    cases: list[tuple[list[str | Path], int]] = [(["info", "--bogus", garbage], 1), (["frobnicate"], 2),
              (["info", tmp_path / "missing"], 1), (["info", "-f", "vpc", garbage], 1),
              (["map", "-f", "vpc", garbage], 1), (["check", "-f", "vpc", garbage], 1),
              (["check", "-r", "some", garbage], 1), (["convert", garbage], 1),

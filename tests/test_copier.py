@@ -146,7 +146,7 @@ def test_reads_without_file_offsets_go_through_the_engine(vhd_source: Path, tmp_
     real = VhdEngine.extents
     calls = 0
 
-    def half_hidden(self: VhdEngine, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+    def half_hidden(self: VhdEngine, offset: int, length: int) -> Iterator[Extent]:
         nonlocal calls
         for e in real(self, offset, length):
             calls += 1

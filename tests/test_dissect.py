@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -234,8 +235,10 @@ def test_vhd_fixed(images: dict[str, Path]) -> None:
     # every field of the generated table, at its absolute offset (nested record flattened)
     by_name = {f.name: f for f in footer.fields}
     for row in vhd.Footer.FIELDS:
+        assert row.offset is not None
         if row.name == "disk_geometry":
             for sub in vhd.DiskGeometry.FIELDS:
+                assert sub.offset is not None
                 f = by_name[f"disk_geometry.{sub.name}"]
                 assert f.offset == footer.offset + row.offset + sub.offset
             continue
@@ -770,7 +773,7 @@ def test_human_output(images: dict[str, Path], monkeypatch: pytest.MonkeyPatch) 
     assert rc == 0 and "├── " in plain and "sequence_number" in plain
     brief = cli(images["written.vhdx"], "--plain", "--brief")[1]
     assert "sequence_number" not in brief and "header2" in brief
-    monkeypatch.setattr(dcli.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # how dcli looks for rich
     rc, fallback, _ = cli(images["dynamic.vhd"])
     assert rc == 0 and "├── " in fallback and "dynamic_header" in fallback
 
@@ -813,7 +816,8 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 
 def test_importable_entry_points(images: dict[str, Path]) -> None:
-    root = dissect_pkg(images["fixed.vhd"])  # the package is callable
+    # the package is callable (its module class is swapped at import: invisible to mypy)
+    root = dissect_pkg(images["fixed.vhd"])  # type: ignore[operator]
     assert isinstance(root, Node) and root.value("format") == "vpc"
     assert dissect_pkg.dissect is dissect
     assert callable(dcli.main)

@@ -87,7 +87,7 @@ def kaitai_plain(value: Any, like: Any) -> Any:
 
 
 def kaitai_parse(module: ModuleType, spec: str, sample: Sample) -> Any:
-    from kaitaistruct import KaitaiStream  # type: ignore[import-untyped]
+    from kaitaistruct import KaitaiStream
 
     cls: Any = getattr(module, camel(spec))
     for part in sample.type_path:

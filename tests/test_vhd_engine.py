@@ -42,6 +42,7 @@ from diskspec.runtime.errors import (
     UnsupportedFeatureError,
 )
 from diskspec.runtime.extent import State
+from diskspec.runtime.vhd.engine import VhdEngine
 
 from .conftest import run
 from .shadow import ds_read, op_lists, run_ops, sha, write_both
@@ -53,6 +54,12 @@ FOOTER = 512
 
 
 # -- oracles and helpers -------------------------------------------------------------------
+
+
+def vhd_engine(image: ds.Image) -> VhdEngine:
+    """The image's engine, as the VHD engine whose internals these tests read."""
+    assert isinstance(image.engine, VhdEngine)
+    return image.engine
 
 
 def qemu_raw(qemu_img: str, path: Path) -> bytes:
@@ -350,7 +357,7 @@ def make_parent(kind: str, directory: Path, make_image: Callable[..., Path] | No
 
 def child_workload(child: ds.Image, shadow: bytearray, rng: random.Random) -> None:
     """Partial sectors at block edges, whole blocks, runs over allocated and unallocated blocks."""
-    bs = child.engine.block_size
+    bs = vhd_engine(child).block_size
     for offset, length in [(bs - 3, 7), (100, 10), (bs + 511, 2), (2 * bs, bs), (bs // 2, 2 * bs),
                            (child.size - 1, 1), (child.size - 600, 400), (3 * bs + 17, 1)]:
         write_both(child, shadow, offset, rng.randbytes(length))
@@ -1029,7 +1036,9 @@ def test_read_only_never_writes(tmp_path: Path) -> None:
         os.utime(p, (past, past))
     before = {p: file_state(p) for p in (parent, child)}
     with ds.open(child) as image:
-        assert not image.writable() and not image.backing.writable()
+        backing = image.backing
+        assert backing is not None
+        assert not image.writable() and not backing.writable()
         image.read()
         list(image.extents())
         image.engine.info()
@@ -1039,8 +1048,8 @@ def test_read_only_never_writes(tmp_path: Path) -> None:
             lambda: image.engine.write(0, memoryview(b"x" * SECTOR)),
             lambda: image.engine.check(repair=True),
             lambda: image.engine.resize(image.size * 2),
-            lambda: image.backing.write(b"x"),
-            lambda: image.backing.engine.check(repair=True),
+            lambda: backing.write(b"x"),
+            lambda: backing.engine.check(repair=True),
         ]
         for attempt in attempts:
             with pytest.raises(ReadOnlyError):

@@ -73,6 +73,12 @@ FULLY_PRESENT = 6
 # -- oracles and helpers -------------------------------------------------------------------
 
 
+def vhdx_engine(image: ds.Image) -> VhdxEngine:
+    """The image's engine, as the VHDX engine whose internals these tests read."""
+    assert isinstance(image.engine, VhdxEngine)
+    return image.engine
+
+
 def qemu_raw(qemu_img: str, path: Path) -> bytes:
     """The guest content as qemu reads it."""
     out = path.with_name(path.name + ".qemu.raw")
@@ -363,11 +369,13 @@ class Crash(Exception):
 def abandon(image: ds.Image) -> None:
     """Simulate a crash: the engine's descriptor is closed as it is, nothing more is written
     (no flush, no clean header) -- then the Image object is retired harmlessly."""
-    backend = image.engine.file_backend
+    engine = vhdx_engine(image)
+    backend = engine.file_backend
+    assert isinstance(backend, FileBackend)
     os.close(backend.fd)
     backend.fd = -1
     backend.writable = False
-    image.engine.session_started = False
+    engine.session_started = False
     image.close()
 
 
@@ -424,7 +432,7 @@ def test_qemu_made_image_reads_identically(make_image: Callable[..., Path], qemu
     with ds.open(path) as image:
         assert image.format == "vhdx"
         assert image.size == virtual
-        assert image.engine.block_size == block
+        assert vhdx_engine(image).block_size == block
         assert not image.engine.warnings
         content = image.read()
         for offset, length in [(510, 5), (block - 3, 6), (virtual - 1, 1), (virtual - 513, 600)]:
@@ -565,7 +573,7 @@ def test_created_image_passes_qemu_check_and_reads_identically(
     with ds.create(path, "vhdx", 10 * MiB + 3 * 4096, subformat=subformat, **options) as image:
         size = image.size
         shadow = bytearray(size)
-        for offset, length in edge_writes(size, image.engine.block_size, lss):
+        for offset, length in edge_writes(size, vhdx_engine(image).block_size, lss):
             write_both(image, shadow, offset, rng.randbytes(length))
         random_writes(image, shadow, rng, 12)
     assert size == 10 * MiB + 3 * 4096
@@ -587,7 +595,7 @@ def test_created_image_passes_qemu_check_and_reads_identically(
     with ds.open(path) as image:
         assert image.engine.check().clean
         assert not image.engine.warnings
-        assert image.engine.logical_sector == lss
+        assert vhdx_engine(image).logical_sector == lss
         assert image.engine.info()["format-specific"]["data"]["subformat"] == subformat
 
 
@@ -608,7 +616,7 @@ def make_vhdx_parent(path: Path, size: int = 6 * MiB, lss: int = 512, seed: int 
 def child_workload(child: ds.Image, shadow: bytearray, rng: random.Random) -> None:
     """Partial sectors at block edges (sector bitmaps), whole blocks (fully present), runs over
     allocated and unallocated blocks."""
-    bs = child.engine.block_size
+    bs = vhdx_engine(child).block_size
     for offset, length in [(bs - 3, 7), (100, 10), (bs + 511, 2), (2 * bs, bs), (bs // 2, 2 * bs),
                            (child.size - 1, 1), (child.size - 600, 400), (3 * bs + 17, 1)]:
         if offset + length <= child.size:
@@ -653,7 +661,7 @@ def test_differencing_chain_reads_identically_through_libvhdi(tmp_path: Path, py
     with ds.open(chain[-1]) as image:
         assert [p.path.name for p in image.chain()] == [p.name for p in reversed(chain)]
         assert sha(image.read()) == sha(shadow)
-    files = []
+    files: list[Any] = []  # pyvhdi file objects
     try:
         for p in chain:
             f = pyvhdi.file()
@@ -672,7 +680,7 @@ def test_64_tib_image(tmp_path: Path, qemu_img: str, qemu_io: str) -> None:
     path = tmp_path / "huge.vhdx"
     size = 64 << 40
     with ds.create(path, "vhdx", size) as image:
-        assert image.engine.block_size == 64 * MiB
+        assert vhdx_engine(image).block_size == 64 * MiB
         image.seek(size - 512)
         image.write(b"z" * 512)
         image.seek(0)
@@ -741,7 +749,7 @@ def test_dirty_log_is_replayed_in_memory_read_only(tmp_path: Path, qemu_img: str
     state = file_state(path)
     for _ in range(2):
         with ds.open(path) as image:
-            assert image.engine.replayed >= 1
+            assert vhdx_engine(image).replayed >= 1
             assert any("in memory" in w for w in image.engine.warnings)
             assert sha(image.read()) == sha(after)
             assert image.pread(5 * MiB + 4096, 10) == after[5 * MiB + 4096 : 5 * MiB + 4106]
@@ -762,11 +770,11 @@ def test_dirty_log_is_replayed_into_the_file_read_write(tmp_path: Path, qemu_img
                                                         monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     path, _, after = dirty_image(kind, tmp_path, monkeypatch)
     with ds.open(path, "r+") as image:
-        assert image.engine.replayed >= 1
+        assert vhdx_engine(image).replayed >= 1
         assert sha(image.read()) == sha(after)
     assert current_header(path).is_log_guid_zero, "the log is still marked in use after the replay"
     with ds.open(path) as image:
-        assert image.engine.replayed == 0
+        assert vhdx_engine(image).replayed == 0
         assert sha(image.read()) == sha(after)
     # replayed and written on in one session: new allocations after the replayed ones
     shadow = bytearray(after)
@@ -775,7 +783,7 @@ def test_dirty_log_is_replayed_into_the_file_read_write(tmp_path: Path, qemu_img
         write_both(image, shadow, 5 * MiB + 4096 + 10, b"over the replayed block")
     after = bytes(shadow)
     with ds.open(path) as image:
-        assert image.engine.replayed == 0
+        assert vhdx_engine(image).replayed == 0
         assert sha(image.read()) == sha(after)
         assert image.engine.check().clean
     if kind == "differencing":
@@ -841,7 +849,7 @@ def test_log_that_wraps_around(tmp_path: Path, qemu_img: str, monkeypatch: pytes
         heads = []
         for block in range(140):
             write_both(image, shadow, block * MiB + 7, rng.randbytes(100))
-            heads.append(image.engine.log_head)
+            heads.append(vhdx_engine(image).log_head)
         assert any(b < a for a, b in zip(heads, heads[1:], strict=False)), "the log never wrapped"
         shadow_before = bytes(shadow)
         data = rng.randbytes(3000)
@@ -852,7 +860,7 @@ def test_log_that_wraps_around(tmp_path: Path, qemu_img: str, monkeypatch: pytes
     assert sha(ds_read(path)) == sha(shadow)
     assert sha(qemu_replayed(qemu_img, path)) == sha(shadow)
     with ds.open(path, "r+") as image:
-        assert image.engine.replayed == 1
+        assert vhdx_engine(image).replayed == 1
     qemu_check(qemu_img, path)
     assert sha(qemu_raw(qemu_img, path)) == sha(shadow)
 
@@ -940,7 +948,7 @@ def test_handmade_logs(logged_image: dict[str, Any], qemu_img: str, case: str) -
     else:
         assert sha(qemu_replayed(qemu_img, path)) == sha(expected)  # qemu's replay agrees
     with ds.open(path, "r+") as image:
-        assert image.engine.replayed >= 1
+        assert vhdx_engine(image).replayed >= 1
         assert sha(image.read()) == sha(expected)
     assert current_header(path).is_log_guid_zero
     qemu_check(qemu_img, path)
@@ -1049,7 +1057,8 @@ def recorded_session(path: Path, writes: list[tuple[int, bytes]], parent: Path |
     """Run `writes` in one read-write session (closed cleanly) with a recording backend; returns the
     operations and, per write, the operation indexes where it started and ended."""
     image = ds.open(path, "r+", parent=parent)
-    engine = image.engine
+    engine = vhdx_engine(image)
+    assert isinstance(engine.file_backend, FileBackend)
     rec = RecordingBackend(engine.file_backend)
     engine.file_backend = engine.backend = rec
     marks = []
@@ -1282,7 +1291,7 @@ def test_headers_with_equal_sequence_numbers(dynamic_image: tuple[Path, bytes], 
     for at, h in zip(HEADER_SLOTS, (first, second), strict=True):
         poke(path, at, h.update_checksum().build())
     with ds.open(path) as image:
-        assert image.engine.header.data_write_guid == first.data_write_guid
+        assert vhdx_engine(image).header.data_write_guid == first.data_write_guid
         assert image.read() == content
     if same:
         assert qemu_raw(qemu_img, path) == content
@@ -1520,13 +1529,13 @@ def test_absurd_values_fail_fast(dynamic_image: tuple[Path, bytes], absurd: str)
         next(e for e in table.entries if e.guid == BAT_GUID).length = 0
         put_region_table(path, table)
     elif absurd == "metadata-item-outside":
-        _, table = metadata_table(path)
-        table.entries[0].offset = MiB - 4
-        put_metadata_table(path, table)
+        _, meta = metadata_table(path)
+        meta.entries[0].offset = MiB - 4
+        put_metadata_table(path, meta)
     else:
-        _, table = metadata_table(path)
-        table.entries = [e for e in table.entries if e.item_id != FILE_PARAMETERS]
-        put_metadata_table(path, table)
+        _, meta = metadata_table(path)
+        meta.entries = [e for e in meta.entries if e.item_id != FILE_PARAMETERS]
+        put_metadata_table(path, meta)
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -1598,7 +1607,7 @@ def test_fuzzed_metadata_gives_clear_errors(tmp_path: Path) -> None:
         target.write_bytes(data)
         try:
             with time_limit(5), ds.open(target, "r+" if write else "r", format="vhdx",
-                                        **({"parent": dyn} if kind == "differencing" else {})) as image:
+                                        parent=dyn if kind == "differencing" else None) as image:
                 for offset in range(0, min(image.size, 16 * MiB), 512 * KiB):
                     image.seek(offset)
                     image.read(512 * KiB)
@@ -1774,7 +1783,9 @@ def test_read_only_never_writes(tmp_path: Path) -> None:
         age(p)
     before = {p: file_state(p) for p in (parent, child)}
     with ds.open(child) as image:
-        assert not image.writable() and not image.backing.writable()
+        backing = image.backing
+        assert backing is not None
+        assert not image.writable() and not backing.writable()
         image.read()
         list(image.extents())
         image.engine.info()
@@ -1783,8 +1794,8 @@ def test_read_only_never_writes(tmp_path: Path) -> None:
             lambda: image.write(b"x"),
             lambda: image.engine.write(0, memoryview(b"x" * 512)),
             lambda: image.engine.check(repair=True),
-            lambda: image.backing.write(b"x"),
-            lambda: image.backing.engine.check(repair=True),
+            lambda: backing.write(b"x"),
+            lambda: backing.engine.check(repair=True),
         ]
         for attempt in attempts:
             with pytest.raises(ReadOnlyError):

@@ -4,6 +4,7 @@ close() drops what has not started."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -11,10 +12,13 @@ from diskspec.runtime.worker import Worker
 
 
 def test_results_come_back_in_submission_order() -> None:
+    def square(k: int) -> Callable[[], int]:
+        return lambda: k * k
+
     worker: Worker[int] = Worker("test")
     try:
         for k in range(20):
-            worker.submit(lambda k=k: k * k)
+            worker.submit(square(k))
         assert [worker.result() for _ in range(20)] == [k * k for k in range(20)]
     finally:
         worker.close()
@@ -45,10 +49,17 @@ def test_close_drops_calls_not_started_and_waits_for_the_running_one() -> None:
         ran.append(0)
         return 0
 
+    def record(k: int) -> Callable[[], int]:
+        def call() -> int:
+            ran.append(k)
+            return k
+
+        return call
+
     worker: Worker[int] = Worker("test")
     worker.submit(slow)
     for k in range(1, 5):
-        worker.submit(lambda k=k: ran.append(k) or k)
+        worker.submit(record(k))
     assert started.wait(5)
     threading.Timer(0.05, release.set).start()
     worker.close()

@@ -8,7 +8,7 @@ Compares, on the VHD footer, the VHDX header and the qcow2 v3 header (all made b
   kaitai          the official Kaitai compiler's Python module (parse only: 0.11 has no build)
 and decoding a 2-million-entry VHDX BAT, and `diskspec codegen --check` over every spec.
 
-Run: python bench/codecs.py   (after tools/install-test-deps.sh; needs qemu-img and node)
+Run: python bench/codec_speed.py   (after tools/install-test-deps.sh; needs qemu-img and node)
 Goals (issue 2): diskspec within 2x of struct, >= 10x faster than plain construct,
 BAT < 50 ms, codegen < 2 s. Nothing here asserts a time; it prints ratios.
 """
@@ -130,10 +130,10 @@ class HandQcow2Header:
         if head[0] != b"QFI\xfb":
             raise ValueError("bad magic")
         if head[1] < 3:
-            return cls(*head, None, None, None, None, None, None)
+            return cls(*(head + (None,) * 6))
         tail = _QCOW2_V3.unpack_from(buf, offset + 72)
         rest = bytes(buf[offset + 104 : offset + tail[4]])
-        return cls(*head, *tail, rest)
+        return cls(*(head + tail + (rest,)))
 
     def build(self) -> bytes:
         t = _QCOW2_GET(self)
