@@ -54,5 +54,10 @@ class ReadOnlyError(DiskspecError):
     """A write was attempted on an image or file opened read-only."""
 
 
+class ImageInUseError(DiskspecError):
+    """Another process holds the image under qemu's image locks (a running VM, a qemu-img at
+    work) in a way that conflicts with how it was to be opened."""
+
+
 class BuildError(DiskspecError):
     """A record cannot be serialised (a value does not fit its field)."""

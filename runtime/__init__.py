@@ -8,6 +8,7 @@
 from .errors import (
     CorruptError,
     DiskspecError,
+    ImageInUseError,
     NotThisFormatError,
     ParentMissingError,
     ReadOnlyError,
@@ -22,6 +23,7 @@ __all__ = [
     "CorruptError",
     "DiskspecError",
     "Extent",
+    "ImageInUseError",
     "Image",
     "NotThisFormatError",
     "ParentMissingError",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from .errors import ReadOnlyError, TruncatedError
+from .locking import lock
 
 
 class Backend(Protocol):
@@ -55,13 +56,20 @@ class FileBackend:
     """One regular file."""
 
     def __init__(self, path: str | os.PathLike[str], writable: bool = False,
-                 create: bool = False):
+                 create: bool = False, *, share: bool = False):
+        """`share` (read-only files only): qemu's -U, open even if another process holds
+        the file (see locking)."""
         self.path = Path(path)
         self.writable = writable or create
         flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT | os.O_EXCL
         self.fd = os.open(self.path, flags, 0o644)
+        try:
+            lock(self.fd, self.path, self.writable, share)
+        except BaseException:
+            os.close(self.fd)
+            raise
         self._size: int | None = None
 
     def size(self) -> int:
@@ -136,8 +144,15 @@ class SplitBackend:
     Piece sizes come from the file system. Growth goes to the last piece.
     """
 
-    def __init__(self, paths: Sequence[Path], writable: bool = False):
-        self.parts = [FileBackend(p, writable) for p in paths]
+    def __init__(self, paths: Sequence[Path], writable: bool = False, *, share: bool = False):
+        self.parts: list[FileBackend] = []
+        try:
+            for p in paths:
+                self.parts.append(FileBackend(p, writable, share=share))
+        except BaseException:
+            for part in self.parts:
+                part.close()
+            raise
         self.path = self.parts[0].path
         self.writable = writable
         self._starts: list[int] = []

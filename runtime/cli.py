@@ -59,6 +59,8 @@ Formats (-f, -O, -F): raw, vpc (alias vhd), and every engine registered since; w
 the format is probed from the content (raw when nothing else matches; a file of a format
 with no engine, such as qcow2, QED or VMDK, is refused rather than read as raw: -f raw does).
 Sizes: bytes, or with a suffix k, M, G, T, P, E (powers of 1024); resize also takes +N/-N.
+Images are locked as QEMU locks them: one a running VM writes is refused, unless -U (info,
+check, map, compare, convert, measure, rebase) opens it read-only anyway.
 -o help lists a format's create options. --image-opts takes FILENAME as
 driver=FMT,file.filename=PATH[,OPTION=VALUE...], e.g. the VHD size rule:
 driver=vpc,file.filename=disk.vhd,force_size_calc=chs|current_size (or size_rule=auto|chs|current_size).
@@ -177,7 +179,8 @@ def add_common(p: Parser, *, fmt: bool = True, image_opts_flag: bool = True, sha
                             "(e.g. force_size_calc=chs|current_size for vpc)")
     if share:
         p.add_argument("-U", "--force-share", action="store_true",
-                       help="accepted for compatibility (images are opened without locks)")
+                       help="open read-only even while another process (a running VM) holds "
+                            "the image under qemu's image locks")
     if output:
         p.add_argument("--output", choices=["human", "json"], default="human",
                        help="output format (default human)")
@@ -192,10 +195,12 @@ def request(spec: str, fmt: str | None, use_image_opts: bool) -> OpenRequest:
 
 
 def open_arg(spec: str, fmt: str | None, use_image_opts: bool, *, mode: str = "r",
-             backing: bool = True) -> tuple[Image, str]:
-    """Open an image named on the command line; returns it and its name for output."""
+             backing: bool = True, share: bool = False) -> tuple[Image, str]:
+    """Open an image named on the command line; returns it and its name for output.
+    `share`: -U, open it (read-only) even while another process holds it."""
     req = request(spec, fmt, use_image_opts)
-    return open_image(req.path, mode, format=req.format, backing=backing, **req.options), req.path
+    return open_image(req.path, mode, format=req.format, backing=backing, share=share,
+                      **req.options), req.path
 
 
 def reject(value: Any, what: str) -> None:
@@ -217,11 +222,11 @@ def cmd_info(argv: list[str]) -> int:
     a = p.parse_args(argv)
     reject(a.object, "--object")
     try:
-        image, name = open_arg(a.filename, a.fmt, a.image_opts)
+        image, name = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share)
     except ParentMissingError:
         if a.backing_chain:
             raise
-        image, name = open_arg(a.filename, a.fmt, a.image_opts, backing=False)
+        image, name = open_arg(a.filename, a.fmt, a.image_opts, backing=False, share=a.force_share)
     with image:
         if a.backing_chain:
             infos = chain_info(image, name)
@@ -306,7 +311,7 @@ def cmd_check(argv: list[str]) -> int:
     if a.repair and a.force_share:
         raise UsageError("-r and -U are incompatible")
     image, name = open_arg(a.filename, a.fmt, a.image_opts, mode="r+" if a.repair else "r",
-                           backing=False)
+                           backing=False, share=a.force_share)
     with image:
         try:
             report = check(image, a.repair, name)
@@ -386,7 +391,7 @@ def cmd_map(argv: list[str]) -> int:
     reject(a.object, "--object")
     start = parse_size(a.start_offset, "start offset")
     length = parse_size(a.max_length, "length") if a.max_length is not None else None
-    image, _ = open_arg(a.filename, a.fmt, a.image_opts)
+    image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share)
     with image:
         entries = merged(block_status(image, start, length))
         if a.output == "json":
@@ -431,13 +436,13 @@ def cmd_compare(argv: list[str]) -> int:
     a = p.parse_args(argv)
     reject(a.object, "--object")
     try:
-        img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts)
+        img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts, share=a.force_share)
     except (DiskspecError, OSError) as exc:
         err(_describe(exc))
         return 2
     with img_a:
         try:
-            img_b, _ = open_arg(a.filename2, a.fmt_b, a.image_opts)
+            img_b, _ = open_arg(a.filename2, a.fmt_b, a.image_opts, share=a.force_share)
         except (DiskspecError, OSError) as exc:
             err(_describe(exc))
             return 2
@@ -512,7 +517,7 @@ def cmd_convert(argv: list[str]) -> int:
     sources: list[Image] = []
     try:
         for spec in a.files[:-1]:
-            sources.append(open_arg(spec, a.fmt, a.image_opts)[0])
+            sources.append(open_arg(spec, a.fmt, a.image_opts, share=a.force_share)[0])
         with progress_bar(a.progress and not a.quiet) as bar:
             convert(sources, a.files[-1], out_fmt, options, sparse_size=sparse,
                     no_create=a.no_create, target_is_zero=a.target_is_zero, progress=bar,
@@ -662,7 +667,7 @@ def cmd_rebase(argv: list[str]) -> int:
     reject(a.object, "--object")
     with progress_bar(a.progress and not a.quiet) as bar:
         rebase(a.filename, a.backing or None, fmt=a.fmt, backing_format=a.backing_fmt,
-               unsafe=a.unsafe, progress=bar)
+               unsafe=a.unsafe, progress=bar, share=a.force_share)
     return 0
 
 
@@ -716,7 +721,7 @@ def cmd_measure(argv: list[str]) -> int:
 
     p = Parser("measure", "How large a new image file must be: for --size N (as create would "
                "make it) or for converting FILENAME.")
-    add_common(p, share=False, output=True)
+    add_common(p, output=True)
     p.add_argument("-O", "--target-format", dest="out_fmt", default="raw", metavar="FMT")
     p.add_argument("-o", "--target-format-options", dest="options", action="append", default=[],
                    metavar="OPTIONS")
@@ -736,7 +741,7 @@ def cmd_measure(argv: list[str]) -> int:
     if a.size is not None:
         result = measure(a.out_fmt, options, size=parse_size(a.size))
     else:
-        image, _ = open_arg(a.filename, a.fmt, a.image_opts)
+        image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share)
         with image:
             result = measure(a.out_fmt, options, source=image)
     if a.output == "json":

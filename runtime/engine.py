@@ -59,8 +59,10 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def open(cls, path: Path, writable: bool = False, **options: Any) -> Engine:
-        """Open an existing image."""
+    def open(cls, path: Path, writable: bool = False, *, share: bool = False,
+             **options: Any) -> Engine:
+        """Open an existing image; `share` (read-only only): even while another process holds
+        it under qemu's image locks (qemu's -U, see locking)."""
 
     @classmethod
     def create(cls, path: Path, size: int | None, **options: Any) -> Engine:

@@ -164,23 +164,27 @@ class Image(io.RawIOBase):
 
 def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = None, *,  # noqa: A001
          parent: str | os.PathLike[str] | Image | None = None, backing: bool = True,
-         **options: Any) -> Image:
+         share: bool = False, **options: Any) -> Image:
     """Open an image as a file object over its guest disk.
 
     mode: "r" (read-only, the file is never written) or "r+" (read-write).
     format: the engine ("vpc"/"vhd", "raw", ...); probed from the content when None.
     parent: open a differencing image over this parent, skipping the identity checks.
     backing: False to open the image alone (unallocated data then reads as zeros).
+    share: open read-only even while another process (a running VM) holds the image, like
+        qemu's -U; without it an image in use raises ImageInUseError (qemu's image locks).
     options: engine options, e.g. size_rule="chs" | "current_size" for VHD.
     """
     if mode not in ("r", "rb", "r+", "rb+", "r+b"):
         raise DiskspecError(f"mode must be 'r' or 'r+', not {mode!r} (use create() for new images)")
-    return _open(Path(path), "+" in mode, format, parent, backing, options, [])
+    if share and "+" in mode:
+        raise DiskspecError("share (-U) opens images read-only only")
+    return _open(Path(path), "+" in mode, format, parent, backing, options, [], share)
 
 
 def _open(path: Path, writable: bool, format: str | None,
           parent: str | os.PathLike[str] | Image | None, backing: bool,
-          options: dict[str, Any], seen: list[Path]) -> Image:
+          options: dict[str, Any], seen: list[Path], share: bool = False) -> Image:
     real = path.resolve()
     if real in seen:
         raise CorruptError(f"backing chain loops back to {path}")
@@ -190,11 +194,11 @@ def _open(path: Path, writable: bool, format: str | None,
         raise ParentMissingError(f"{path}: no such file") if seen else DiskspecError(
             f"{path}: no such file")
     cls = engine_for(format) if format else probe(path)
-    engine = cls.open(path, writable=writable, **options)
+    engine = cls.open(path, writable=writable, share=share, **options)
     image = Image(engine, path)
     try:
         if backing and engine.needs_parent:
-            engine.backing = _open_parent(image, parent, options, [*seen, real])
+            engine.backing = _open_parent(image, parent, options, [*seen, real], share)
     except BaseException:
         image.close()
         raise
@@ -202,13 +206,13 @@ def _open(path: Path, writable: bool, format: str | None,
 
 
 def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
-                 options: dict[str, Any], seen: list[Path]) -> Image:
+                 options: dict[str, Any], seen: list[Path], share: bool = False) -> Image:
     engine = child.engine
     if isinstance(parent, Image):
         engine.accept_parent(parent, explicit=True)
         return parent
     if parent is not None:
-        image = _open(Path(parent), False, None, None, True, {}, seen)
+        image = _open(Path(parent), False, None, None, True, {}, seen, share)
         engine.accept_parent(image, explicit=True)
         return image
     tried: list[str] = []
@@ -216,7 +220,7 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
         if not candidate.is_file():
             tried.append(f"{how} {candidate} (missing)")
             continue
-        image = _open(candidate, False, None, None, True, {}, seen)
+        image = _open(candidate, False, None, None, True, {}, seen, share)
         try:
             engine.accept_parent(image, explicit=False)
         except ParentMissingError as exc:

@@ -22,8 +22,9 @@ class RawEngine(Engine):
         return 1  # anything can be raw; chosen only when nothing else claims the file
 
     @classmethod
-    def open(cls, path: Path, writable: bool = False, **options: Any) -> RawEngine:
-        engine = cls(FileBackend(path, writable))
+    def open(cls, path: Path, writable: bool = False, *, share: bool = False,
+             **options: Any) -> RawEngine:
+        engine = cls(FileBackend(path, writable, share=share))
         engine.virtual_size = engine.backend.size()
         return engine
 

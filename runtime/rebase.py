@@ -37,8 +37,9 @@ def resolve_backing(child: Path, backing: str) -> Path:
 
 def rebase(path: str | os.PathLike[str], backing: str | None, *, fmt: str | None = None,
            backing_format: str | None = None, unsafe: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> int:
-    """Rebase `path` onto `backing` (None or "": no backing file). Returns bytes copied."""
+           progress: Callable[[int, int], None] | None = None, share: bool = False) -> int:
+    """Rebase `path` onto `backing` (None or "": no backing file). Returns bytes copied.
+    `share`: open the new backing file even while another process holds it (-U)."""
     child = open_image(path, "r+", format=fmt, backing=not unsafe)
     new: Image | None = None
     try:
@@ -48,7 +49,7 @@ def rebase(path: str | os.PathLike[str], backing: str | None, *, fmt: str | None
             raise UnsupportedFeatureError(f"changing the backing file of {engine.format_name} images")
         new_path = resolve_backing(child.path, backing) if backing else None
         if new_path is not None:
-            new = open_image(new_path, format=backing_format)
+            new = open_image(new_path, format=backing_format, share=share)
         setter(new, new_path, check_only=True)
         copied = 0 if unsafe else _copy_differences(child, new, progress)
         setter(new, new_path)

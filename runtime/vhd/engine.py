@@ -80,13 +80,13 @@ class VhdEngine(Engine):
         return 0
 
     @classmethod
-    def open(cls, path: Path, writable: bool = False, size_rule: str = "auto",
-             **options: Any) -> VhdEngine:
+    def open(cls, path: Path, writable: bool = False, size_rule: str = "auto", *,
+             share: bool = False, **options: Any) -> VhdEngine:
         if options:
             raise DiskspecError(f"unknown VHD option(s): {', '.join(sorted(options))}")
         parts = split_parts(path)
-        backend: Backend = SplitBackend(parts, writable) if len(parts) > 1 else \
-            FileBackend(path, writable)
+        backend: Backend = SplitBackend(parts, writable, share=share) if len(parts) > 1 else \
+            FileBackend(path, writable, share=share)
         try:
             engine = cls._open(backend, size_rule)
         except BaseException:

@@ -86,10 +86,11 @@ class VhdxEngine(Engine):
         return 100 if head[:8] == b"vhdxfile" else 0
 
     @classmethod
-    def open(cls, path: Path, writable: bool = False, **options: Any) -> VhdxEngine:
+    def open(cls, path: Path, writable: bool = False, *, share: bool = False,
+             **options: Any) -> VhdxEngine:
         if options:
             raise DiskspecError(f"unknown VHDX option(s): {', '.join(sorted(options))}")
-        backend = FileBackend(path, writable)
+        backend = FileBackend(path, writable, share=share)
         engine = cls(backend)
         try:
             engine._open()
