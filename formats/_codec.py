@@ -58,6 +58,7 @@ class Record:
 
     __slots__ = ()
     _NAMES: ClassVar[tuple[str, ...]] = ()  # the fields shown by repr and compared by ==
+    FIELDS: ClassVar[tuple[FieldInfo, ...]] = ()  # the field table (each class sets its own)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._NAMES)

@@ -577,7 +577,7 @@ class Bitmap(_codec.Record):
         return cls(**values)
 
 
-TYPES: dict[str, type] = {
+TYPES: dict[str, type[_codec.Record]] = {
     '': AddCow,
     'header_v7': HeaderV7,
     'header_v20': HeaderV20,

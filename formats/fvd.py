@@ -1989,7 +1989,7 @@ class IbmJournalRecord(_codec.Record):
         return cls(**values)
 
 
-TYPES: dict[str, type] = {
+TYPES: dict[str, type[_codec.Record]] = {
     '': Fvd,
     'header': Header,
     'ibm_header': IbmHeader,

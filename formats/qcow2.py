@@ -2401,7 +2401,7 @@ class BitmapTableEntry(_codec.Record):
         return (self.data_cluster_sector << 9)
 
 
-TYPES: dict[str, type] = {
+TYPES: dict[str, type[_codec.Record]] = {
     '': Qcow2,
     'header': Header,
     'header_extension': HeaderExtension,

@@ -402,7 +402,7 @@ class Table(_codec.Record):
         return cls(**values)
 
 
-TYPES: dict[str, type] = {
+TYPES: dict[str, type[_codec.Record]] = {
     '': Qed,
     'header': Header,
     'table': Table,

@@ -820,7 +820,7 @@ class Bat(_codec.Record):
         return cls(**values)
 
 
-TYPES: dict[str, type] = {
+TYPES: dict[str, type[_codec.Record]] = {
     '': Vhd,
     'footer': Footer,
     'disk_geometry': DiskGeometry,

@@ -2337,7 +2337,7 @@ class DataSector(_codec.Record):
         return ((self.sequence_high << 32) | self.sequence_low)
 
 
-TYPES: dict[str, type] = {
+TYPES: dict[str, type[_codec.Record]] = {
     '': Vhdx,
     'file_identifier': FileIdentifier,
     'header': Header,

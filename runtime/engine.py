@@ -11,11 +11,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Backend
 from .errors import ReadOnlyError, UnsupportedFeatureError
 from .extent import Extent, State
+
+if TYPE_CHECKING:
+    from .image import Image
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Engine(ABC):
     def __init__(self, backend: Backend):
         self.backend = backend
         self.virtual_size = 0
-        self.backing: Any = None  # an Image (or None): where BACKING extents read from
+        self.backing: Image | None = None  # where BACKING extents read from
         self.backing_path: Path | None = None
         self.warnings: list[str] = []
         #: fsync between the steps of an allocation (off only for images being created by

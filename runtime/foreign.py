@@ -41,7 +41,7 @@ def foreign_format(head: bytes, tail: bytes) -> str | None:
         for type_name, cls in module.TYPES.items():
             if not type_name.startswith("header"):
                 continue
-            for row in getattr(cls, "FIELDS", ()):
+            for row in cls.FIELDS:
                 if row.offset == 0 and row.contents and head.startswith(row.contents):
                     # qcow (version 1) shares qcow2's magic; qemu names them apart
                     return "qcow" if name == "qcow2" and head[4:8] == b"\0\0\0\x01" else name

@@ -33,7 +33,7 @@ def magics() -> tuple[tuple[bytes, str], ...]:
     for spec in SPECS:
         module = importlib.import_module(f"diskspec.formats.{spec}")
         for name, cls in module.TYPES.items():
-            for row in getattr(cls, "FIELDS", ()):
+            for row in cls.FIELDS:
                 if row.offset == 0 and row.contents is not None and len(row.contents) >= 4:
                     out.append((row.contents, f"a {spec} {name}"))
     return tuple(sorted(set(out), key=lambda m: -len(m[0])))
