@@ -71,7 +71,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import construct as cs  # type: ignore[import-untyped]
+import construct as cs
 
 from .expr import Attr, Binary, Bool, ByteArray, EnumLit, Index, Name, Node, Num, Str, Ternary, Unary
 from .ir import Attribute, Instance, Spec, TypeDef

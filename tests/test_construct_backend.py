@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import construct  # type: ignore[import-untyped]
+import construct
 import pytest
 
 from diskspec.codegen.ir import Spec
