@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import types
@@ -880,6 +881,43 @@ def test_entry_point_exits_with_the_code_and_runs_exit_handlers(images: dict[str
     proc = subprocess.run([sys.executable, "-c", code.replace("'vpc', ", "'vpc', '--nope', ")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and proc.stdout == "handler ran\n" and one_error_line(proc.stderr)
+
+
+#: a child that sends itself SIGINT when MODULE is first imported, then runs the command's
+#: entry point on ARGV: Ctrl-C at a chosen moment, without a race
+CTRL_C_AT_IMPORT = """
+import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ['diskspec', *{argv!r}]
+from diskspec.runtime.entry import run
+run()
+"""
+
+
+def test_ctrl_c_while_starting_is_quiet_and_later_undoes_the_work(images: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """Ctrl-C while the command's modules load ends the process as it would a C program
+    (killed by SIGINT, no traceback); once the command runs, it is an interruption that
+    removes what it started and exits with 130."""
+    def child(module: str, *argv: str | Path) -> subprocess.CompletedProcess[str]:
+        code = CTRL_C_AT_IMPORT.format(module=module, argv=[str(a) for a in argv])
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=False, timeout=60)
+
+    target = tmp_path / "out.vhd"
+    early = child("diskspec.runtime.options", "convert", "-O", "vpc", images["raw"], target)
+    assert early.returncode == -signal.SIGINT and early.stderr == ""
+    late = child("diskspec.runtime.copier", "convert", "-O", "vpc", images["raw"], target)
+    assert late.returncode == 130 and "interrupted" in one_error_line(late.stderr)
+    assert leftovers(tmp_path) == []
+    proc = subprocess.run([sys.executable, "-m", "diskspec.runtime", "--version"],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout == f"diskspec version {ds.__version__}\n"
 
 
 def test_start_up_imports_stay_lean() -> None:
