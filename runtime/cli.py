@@ -30,6 +30,7 @@ from .options import (
     parse_options,
     wants_help,
 )
+from .pipe import tolerant_stdout
 from .units import parse_relative_size, parse_size, size_to_str
 
 USAGE = """\
@@ -799,7 +800,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The command line on `argv` (default sys.argv[1:]); returns the exit code. Output to a
+    pipe whose reader has gone is dropped, as qemu-img drops it (see pipe)."""
+    with tolerant_stdout():
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
@@ -818,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         err(f"{exc} (see 'diskspec {command} --help')")
         return failure
-    except BrokenPipeError:
+    except BrokenPipeError:  # output that bypassed sys.stdout (the pipe module)
         return failure
     except (DiskspecError, OSError) as exc:
         err(_describe(exc))

@@ -920,6 +920,25 @@ def test_ctrl_c_while_starting_is_quiet_and_later_undoes_the_work(images: dict[s
     assert proc.stdout == f"diskspec version {ds.__version__}\n"
 
 
+def test_a_reader_that_goes_away_is_not_a_failure(tmp_path: Path, qemu_img: str) -> None:
+    """`diskspec map disk.vhd | head -c 10`: the output that no one reads any more is dropped
+    and the command ends with its own exit code and nothing on stderr, as qemu-img does."""
+    path = tmp_path / "striped.vhd"
+    with ds.create(path, "vpc", 4 << 30, subformat="dynamic") as image:
+        for block in range(0, 2048, 2):  # 1024 data extents
+            image.seek(block * 2 * MiB)
+            image.write(b"x" * 512)
+    assert len(ds_run("map", "--output=json", path)[1]) > 2 * 64 * 1024  # more than a pipe holds
+    for command in ([sys.executable, "-m", "diskspec.runtime"], [qemu_img]):
+        proc = subprocess.Popen([*command, "map", "--output=json", str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(10) == b'[{ "start"'
+        proc.stdout.close()  # the reader goes away
+        errors = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0 and errors == b"", (command, errors)
+
+
 def test_start_up_imports_stay_lean() -> None:
     """What the command line and convert's engines import at start-up leaves out modules it
     does not need for most commands (logging, concurrent.futures, json, shutil: ~7 ms per

@@ -61,8 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiskspecError as exc:
         print(f"diskspec dissect: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0
 
 
 def _main(argv: list[str]) -> int:
