@@ -6,6 +6,8 @@ documented exit code and prints one line.
 
 from __future__ import annotations
 
+import io
+
 
 class DiskspecError(Exception):
     """Base of every error diskspec raises on purpose."""
@@ -50,8 +52,9 @@ class ParentMissingError(DiskspecError):
     """A differencing image's parent (backing file) cannot be found or does not match."""
 
 
-class ReadOnlyError(DiskspecError):
-    """A write was attempted on an image or file opened read-only."""
+class ReadOnlyError(DiskspecError, io.UnsupportedOperation):
+    """A write was attempted on an image or file opened read-only. Also the
+    io.UnsupportedOperation a file object raises for a write it cannot do."""
 
 
 class ImageInUseError(DiskspecError):

@@ -41,6 +41,19 @@ class Image(io.RawIOBase):
 
     # -- io.RawIOBase ----------------------------------------------------------------------
 
+    @property
+    def name(self) -> str:
+        """The image file's name, as the file objects of `open()` have it."""
+        return str(self.path)
+
+    @property
+    def mode(self) -> str:
+        return "rb+" if self.engine.writable else "rb"
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"mode={self.mode!r} size={self.size}"
+        return f"<diskspec Image name={self.name!r} format={self.format!r} {state}>"
+
     def readable(self) -> bool:
         return True
 
@@ -133,8 +146,7 @@ class Image(io.RawIOBase):
 
     @property
     def backing(self) -> Image | None:
-        backing: Image | None = self.engine.backing
-        return backing
+        return self.engine.backing
 
     def _pread(self, offset: int, length: int) -> bytes:
         buf = bytearray(max(0, min(length, self.size - offset)))
