@@ -42,8 +42,9 @@ qemu-img compatible commands (same options, JSON members and exit codes):
   map      [-f FMT] [--output=human|json] [--start-offset=OFF] [--max-length=LEN]
            [--image-opts] FILENAME
   compare  [-f FMT] [-F FMT] [-p] [-q] [-s] [--image-opts] FILENAME1 FILENAME2
-  convert  [-f FMT] [-O FMT] [-o OPTIONS] [-S SPARSE_SIZE] [-n] [--target-is-zero] [-p] [-q]
-           [--image-opts] FILENAME [FILENAME2 ...] OUTPUT_FILENAME
+  convert  [-f FMT] [-O FMT] [-o OPTIONS] [-B BACKING_FILE [-F BACKING_FMT]] [-S SPARSE_SIZE]
+           [-n] [--target-is-zero] [-p] [-q] [-U] [--image-opts] FILENAME [FILENAME2 ...]
+           OUTPUT_FILENAME
   create   [-q] [-f FMT] [-b BACKING_FILE [-F BACKING_FMT]] [-o OPTIONS] FILENAME [SIZE]
   commit   [-q] [-f FMT] [-b BASE] [-d] [-p] FILENAME
   rebase   [-q] [-f FMT] [-p] [-u] -b BACKING_FILE [-F BACKING_FMT] FILENAME
@@ -488,8 +489,11 @@ def cmd_convert(argv: list[str]) -> int:
     p.add_argument("-W", action="store_true", help="accepted for compatibility")
     p.add_argument("-C", action="store_true", help="accepted (copy offloading is used where it applies)")
     p.add_argument("-c", "--compress", action="store_true", help="not supported")
-    p.add_argument("-B", "-b", "--backing", dest="backing", help="not supported")
-    p.add_argument("-F", "--backing-format", dest="backing_fmt", help="not supported")
+    p.add_argument("-B", "-b", "--backing", dest="backing", metavar="BACKING_FILE",
+                   help="create the target over this backing file (relative names are relative "
+                        "to the target's directory) and copy only the source's top layer")
+    p.add_argument("-F", "--backing-format", dest="backing_fmt", metavar="BACKING_FMT",
+                   help="format of the backing file")
     p.add_argument("-l", "--snapshot", help="not supported")
     p.add_argument("-r", "--rate-limit", help="not supported")
     p.add_argument("--salvage", action="store_true", help="not supported")
@@ -502,8 +506,7 @@ def cmd_convert(argv: list[str]) -> int:
     if wants_help(a.options):
         print(format_option_help(out_fmt or "raw"), end="")
         return 0
-    for value, what in ((a.compress, "compression (-c)"), (a.backing, "a target backing file (-B)"),
-                        (a.backing_fmt, "a target backing format (-F)"),
+    for value, what in ((a.compress, "compression (-c)"),
                         (a.snapshot, "internal snapshots (-l)"), (a.rate_limit, "rate limits (-r)"),
                         (a.salvage, "--salvage"), (a.bitmaps, "--bitmaps"),
                         (a.target_image_opts, "--target-image-opts"), (a.object, "--object")):
@@ -513,8 +516,18 @@ def cmd_convert(argv: list[str]) -> int:
     sparse = check_sparse_size(parse_size(a.sparse_size, "sparse size")) \
         if a.sparse_size is not None else DEFAULT_SPARSE
     options = parse_options(a.options)
-    if options and not a.no_create:
-        options = target_options(out_fmt or "raw", options)
+    if a.no_create:
+        if a.backing or a.backing_fmt:
+            raise UsageError("-B and -F describe a new target: they have no effect with -n")
+    elif options or a.backing or a.backing_fmt:
+        backing = str(_backing_path(Path(a.files[-1]), a.backing)) if a.backing else None
+        options = target_options(out_fmt or "raw", options, backing, a.backing_fmt,
+                                 with_backing=True)
+        if "parent" in options:
+            if len(a.files) > 2:
+                raise UsageError("a target backing file (-B) takes exactly one source image")
+            if a.backing_fmt:  # -F must name the backing file's format
+                open_image(options["parent"], format=a.backing_fmt, share=a.force_share).close()
     sources: list[Image] = []
     try:
         for spec in a.files[:-1]:
@@ -529,12 +542,16 @@ def cmd_convert(argv: list[str]) -> int:
     return 0
 
 
-def target_options(fmt: str, options: dict[str, Any]) -> dict[str, Any]:
-    """-o of convert/measure: create options, without the size (the source's) or a backing file."""
+def target_options(fmt: str, options: dict[str, Any], backing: str | None = None,
+                   backing_format: str | None = None, *, with_backing: bool = False
+                   ) -> dict[str, Any]:
+    """-o of convert/measure: create options without the size (the source's); a backing file
+    (-B, or -o backing_file=) only `with_backing` (convert)."""
     if "size" in options:
         raise UsageError("-o size= has no meaning here: the size is the source's")
-    req = create_request(fmt, None, options)
-    reject(req.backing, "a target backing file (-o backing_file=)")
+    req = create_request(fmt, None, options, backing, backing_format)
+    if not with_backing:
+        reject(req.backing, "a target backing file (-o backing_file=)")
     return req.options
 
 

@@ -12,6 +12,11 @@ without the engine's write barriers, flushed once, and renamed over the destinat
 complete; on any failure (Ctrl-C included) the temporary file is removed, so no half-written
 image is left behind and an existing destination is untouched until the new one is whole.
 With `no_create` (qemu-img's -n) the existing target is written in place.
+
+A new target created over a backing file (`options` with `parent`, qemu-img's -B) holds only
+the source's top layer: what the source reads from its own backing is left to the target's,
+which must have the same content (as qemu-img documents); zeros of the top layer are written
+where the backing would otherwise show through.
 """
 
 from __future__ import annotations
@@ -88,9 +93,13 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
         # A new target is a temporary file, deleted on failure: no barriers needed inside
         # it. An existing one (-n) keeps them unless the caller wants no flushes at all.
         out.engine.barriers = flush and tmp is None
+        over_backing = tmp is not None and out.backing is not None
+        if over_backing and len(sources) > 1:
+            raise DiskspecError("a target with a backing file takes exactly one source image")
         stats = ConvertStats(size=total)
-        Copier(out, sparse_size, not no_create or target_is_zero, chunk, stats, progress,
-               writeback=flush).run(sources)
+        zero_target = (not no_create or target_is_zero) and not over_backing
+        Copier(out, sparse_size, zero_target, chunk, stats, progress, writeback=flush,
+               over_backing=over_backing).run(sources)
         _close(out, flush)
         if tmp is not None:
             os.replace(tmp, path)

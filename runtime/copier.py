@@ -99,11 +99,15 @@ def _spans(jobs: list[_Job], place: Callable[[_Job], tuple[object, int | None]]
 
 class Copier:
     """Copies the concatenated sources into `out`; `sparse_size` 0 writes every data byte
-    (and, when `zero_target` is false, zero runs are written as zeros too)."""
+    (and, when `zero_target` is false, zero runs are written as zeros where `out` does not
+    read as zeros already). `over_backing`: `out` has a backing file that holds what lies
+    below the (one) source's top layer, so only the top layer is copied (qemu-img's -B)."""
 
     def __init__(self, out: Image, sparse_size: int, zero_target: bool, chunk: int,
-                 stats: ConvertStats, progress: Progress | None = None, *, writeback: bool = False):
+                 stats: ConvertStats, progress: Progress | None = None, *, writeback: bool = False,
+                 over_backing: bool = False):
         self.out = out
+        self.over_backing = over_backing
         self.sparse = sparse_size if zero_target else 0
         self.zero_target = zero_target
         self.chunk = max(chunk, self.sparse, 512)
@@ -179,6 +183,8 @@ class Copier:
         base = 0
         for src in sources:
             for e in merged(block_status(src, host_holes="all")):
+                if self.over_backing and e.depth > 0:
+                    continue  # from the source's backing: the target's backing has it
                 # a zero run is one job; data in chunks (file-to-file copies in bigger ones,
                 # so that progress still moves)
                 direct = not e.zero and self._whole_range_copy(e)

@@ -132,12 +132,15 @@ def format_option_help(fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def backing_create_options(fmt: str) -> dict[str, Any]:
+def backing_create_options(fmt: str) -> dict[str, Any] | None:
+    """The create options that make a `fmt` image over a backing file; None for a format
+    whose images have no backing file."""
     cls = engine_for(fmt)
     declared = getattr(cls, "backing_create_options", None)
     if isinstance(declared, dict):
         return dict(declared)
-    return dict(BACKING_CREATE.get(cls.format_name, {}))
+    known = BACKING_CREATE.get(cls.format_name)
+    return None if known is None else dict(known)
 
 
 @dataclass
@@ -179,7 +182,10 @@ def create_request(fmt: str, size: int | None, opts: dict[str, Any], backing: st
     if prealloc not in (False, "off"):
         raise UnsupportedFeatureError(f"preallocation={prealloc} (only 'off' is supported)")
     if backing is not None:
-        for key, value in backing_create_options(fmt).items():
+        needed = backing_create_options(fmt)
+        if needed is None:
+            raise UnsupportedFeatureError(f"a backing file for {fmt} images")
+        for key, value in needed.items():
             if key in opts and opts[key] != value:
                 raise DiskspecError(f"-o {key}={opts[key]} cannot be combined with a backing file "
                                     f"({key}={value} is needed)")
