@@ -26,11 +26,14 @@ _EXPORTS = {
     "create": ".image",
     "open": ".image",
 }
+#: subpackages that are public names too: `diskspec.runtime.dissect(path)` (a callable package)
+_SUBPACKAGES = {"dissect"}
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = sorted([*_EXPORTS, *_SUBPACKAGES, "__version__"])
 
 TYPE_CHECKING = False  # mypy takes this branch; at run time `typing` is not imported for it
 if TYPE_CHECKING:  # `X as X`: re-exported names, for type checkers
+    from . import dissect as dissect
     from .errors import CorruptError as CorruptError
     from .errors import DiskspecError as DiskspecError
     from .errors import ImageInUseError as ImageInUseError
@@ -44,13 +47,14 @@ if TYPE_CHECKING:  # `X as X`: re-exported names, for type checkers
     from .image import create as create
     from .image import open as open
 
-
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBPACKAGES:  # importing it makes it an attribute of this package
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

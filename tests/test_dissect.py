@@ -20,6 +20,8 @@ import random
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -821,3 +823,8 @@ def test_importable_entry_points(images: dict[str, Path]) -> None:
     assert isinstance(root, Node) and root.value("format") == "vpc"
     assert dissect_pkg.dissect is dissect
     assert callable(dcli.main)
+    # and as a name of the runtime, without importing the subpackage first
+    code = ("import diskspec.runtime as r, sys; assert 'diskspec.runtime.dissect' not in sys.modules; "
+            f"print(r.dissect({str(images['fixed.vhd'])!r}).value('format'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout == "vpc\n"
