@@ -647,6 +647,19 @@ def test_differencing_reads_identically_through_libvhdi(tmp_path: Path, qemu_img
     assert "differencing" in err.lower() or "not supported" in err.lower(), err
 
 
+def test_create_differencing_of_another_size_is_refused_first(tmp_path: Path) -> None:
+    """A child of another size than its parent could never be opened over it: refused, with
+    the sizes named, before any file is made."""
+    parent = tmp_path / "parent.vhdx"
+    ds.create(parent, "vhdx", 8 * MiB).close()
+    child = tmp_path / "child.vhdx"
+    with pytest.raises(DiskspecError, match=rf"parent's size \({8 * MiB} bytes\), not {16 * MiB}"):
+        ds.create(child, "vhdx", 16 * MiB, subformat="differencing", parent=parent)
+    assert not child.exists()
+    with ds.create(child, "vhdx", 8 * MiB, subformat="differencing", parent=parent) as image:
+        assert image.size == 8 * MiB and image.backing is not None
+
+
 def test_differencing_chain_reads_identically_through_libvhdi(tmp_path: Path, pyvhdi: Any) -> None:
     base = tmp_path / "base.vhdx"
     shadow = bytearray(make_vhdx_parent(base))

@@ -48,14 +48,15 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
         raise DiskspecError("block_state_zero would hide the parent of a differencing VHDX")
     if (parent is not None) != (subformat == "differencing"):
         raise DiskspecError("a differencing VHDX needs a parent, and only it takes one")
-    linkage, parent_path = _parent_identity(Path(parent), path) if parent is not None else ("", None)
+    linkage, parent_path, parent_size = _parent_identity(Path(parent), path) \
+        if parent is not None else ("", None, None)
     if size is None:
-        if parent_path is None:
+        if parent_size is None:
             raise DiskspecError("a size is needed")
-        from ..image import open as open_image
-
-        with open_image(parent_path) as p:
-            size = p.size
+        size = parent_size
+    elif parent_size is not None and size != parent_size:  # the engine opens no other
+        raise DiskspecError(f"a differencing VHDX has its parent's size ({parent_size} bytes), "
+                            f"not {size}")
     if logical_sector_size not in (512, 4096) or physical_sector_size not in (512, 4096):
         raise DiskspecError("sector sizes must be 512 or 4096")
     if size <= 0 or size % logical_sector_size or size > 64 << 40:
@@ -153,8 +154,8 @@ def _locator(linkage: str, parent: Path, child: Path) -> bytes:
     return loc.build() + bytes(strings)
 
 
-def _parent_identity(parent: Path, child: Path) -> tuple[str, Path]:
-    """The parent's data write GUID (the child's parent_linkage) and its path."""
+def _parent_identity(parent: Path, child: Path) -> tuple[str, Path, int]:
+    """The parent's data write GUID (the child's parent_linkage), its path and its size."""
     from ..image import open as open_image
     from .engine import VhdxEngine
 
@@ -163,4 +164,5 @@ def _parent_identity(parent: Path, child: Path) -> tuple[str, Path]:
     with open_image(parent) as image:
         engine = image.engine
         guid = engine.header.data_write_guid if isinstance(engine, VhdxEngine) else bytes(16)
-    return guids.text(guid), parent
+        size = image.size
+    return guids.text(guid), parent, size
