@@ -108,7 +108,9 @@ class Copier:
                  over_backing: bool = False):
         self.out = out
         self.over_backing = over_backing
-        self.sparse = sparse_size if zero_target else 0
+        # all-zero pieces of data are looked for where leaving them out can work: skipped on a
+        # target that reads as zeros, written over a backing file only where it shows through
+        self.sparse = sparse_size if zero_target or over_backing else 0
         self.zero_target = zero_target
         self.chunk = max(chunk, self.sparse, 512)
         #: DEPTH buffers for the reader's batches, one for reads on the main thread; each
@@ -236,9 +238,8 @@ class Copier:
         the engine (data whose place in the file only the engine knows)."""
         e = job.entry
         if e.zero:
-            self.stats.skipped_zero += job.length
-            if not self.zero_target:
-                self._zero(job.target, job.length)
+            written = 0 if self.zero_target else self._zero(job.target, job.length)
+            self.stats.skipped_zero += job.length - written
             return
         if job.direct:
             at = job.file_offset
@@ -255,7 +256,8 @@ class Copier:
         runs = [(0, n)]
         if self.scanner is not None:
             zero = self.scanner.zero_runs(buf, n, (-target) % self.sparse or self.sparse, base)
-            self.stats.skipped_zero += sum(b - a for a, b in zero)
+            written = 0 if self.zero_target else sum(self._zero(target + a, b - a) for a, b in zero)
+            self.stats.skipped_zero += sum(b - a for a, b in zero) - written
             runs = data_runs(zero, n)
         view = memoryview(buf)
         write = self.out.engine.write
@@ -279,8 +281,10 @@ class Copier:
             src, dst, length = src + n, dst + n, length - n
             self._wrote(n)
 
-    def _zero(self, offset: int, length: int) -> None:
-        """Make [offset, offset+length) of an existing target read as zeros."""
+    def _zero(self, offset: int, length: int) -> int:
+        """Make [offset, offset+length) of the target read as zeros, writing zeros only where
+        it does not already (through its backing file, too); returns the bytes written."""
+        written = 0
         for e in block_status(self.out, offset, length, host_holes="all"):
             if e.zero:
                 continue
@@ -290,3 +294,5 @@ class Copier:
                 self.out.engine.write(pos, ZEROS[:n])
                 self._wrote(n)
                 pos += n
+            written += e.length
+        return written
