@@ -11,7 +11,7 @@ read, 1 write, 2 write unchanged, 3 resize. What qemu-img and qemu-io 7.2 take (
 - read-only with -U:  hold 100;           refuse nothing
 Locks are applied first and checked after, so that of two processes opening at once at least
 one sees the other. Where OFD locks do not exist (not Linux) or the file system refuses them,
-images are opened without locks, as before.
+images are opened without locks.
 """
 
 from __future__ import annotations
