@@ -130,3 +130,27 @@ def test_a_running_chain_keeps_its_parent_read_only(tmp_path: Path, qemu_img: st
         assert code == 1 and 'failed to get "write" lock' in one_error_line(errs)
         with ds.open(parent) as reader:
             assert reader.read(4096) == bytes(4096)
+
+
+def test_a_file_system_without_locks_opens_unlocked(image: Path, monkeypatch: pytest.MonkeyPatch
+                                                    ) -> None:
+    """Where the file system refuses OFD locks (ENOLCK, EINVAL, ...) images open without
+    them; any other failure of the lock call is an error."""
+    import errno
+
+    from diskspec.runtime import locking
+
+    def refused(fd: int, cmd: int, kind: int, byte: int) -> int:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locking, "_fcntl", refused)
+    with ds.open(image, "r+") as writable:
+        assert writable.size == 8 * MiB
+    assert locked_bytes(image) == []
+
+    def broken(fd: int, cmd: int, kind: int, byte: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(locking, "_fcntl", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        ds.open(image)
