@@ -939,6 +939,34 @@ def test_a_reader_that_goes_away_is_not_a_failure(tmp_path: Path, qemu_img: str)
         assert proc.wait(timeout=60) == 0 and errors == b"", (command, errors)
 
 
+def test_ctrl_c_in_the_middle_of_a_copy(tmp_path: Path) -> None:
+    """A real SIGINT while the reader thread is busy: the partial target is removed and the
+    exit code is 130."""
+    source = tmp_path / "src.vhd"
+    with ds.create(source, "vpc", 64 * MiB, subformat="dynamic") as image:
+        image.write(os.urandom(40 * MiB))  # ten read batches of 4 MiB
+    target = tmp_path / "out" / "copy.raw"
+    target.parent.mkdir()
+    code = f"""
+import os, signal, sys
+from diskspec.runtime.raw import RawEngine
+real, calls = RawEngine.write, []
+def write(self, offset, data):
+    calls.append(offset)
+    if len(calls) == 3:  # the reader is ahead by then
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(self, offset, data)
+RawEngine.write = write
+sys.argv = ['diskspec', 'convert', '-O', 'raw', {str(source)!r}, {str(target)!r}]
+from diskspec.runtime.entry import run
+run()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 130 and "interrupted" in one_error_line(proc.stderr)
+    assert leftovers(target.parent) == []
+
+
 def test_start_up_imports_stay_lean() -> None:
     """What the command line and convert's engines import at start-up leaves out modules it
     does not need for most commands (logging, concurrent.futures, json, shutil: ~7 ms per
