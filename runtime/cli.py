@@ -523,11 +523,8 @@ def cmd_convert(argv: list[str]) -> int:
         backing = str(_backing_path(Path(a.files[-1]), a.backing)) if a.backing else None
         options = target_options(out_fmt or "raw", options, backing, a.backing_fmt,
                                  with_backing=True)
-        if "parent" in options:
-            if len(a.files) > 2:
-                raise UsageError("a target backing file (-B) takes exactly one source image")
-            if a.backing_fmt:  # -F must name the backing file's format
-                open_image(options["parent"], format=a.backing_fmt, share=a.force_share).close()
+        if "parent" in options and a.backing_fmt:  # -F must name the backing file's format
+            open_image(options["parent"], format=a.backing_fmt, share=a.force_share).close()
     sources: list[Image] = []
     try:
         for spec in a.files[:-1]:

@@ -69,6 +69,8 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
             raise DiskspecError(f"{path} is both a source and the target")
     if target_is_zero and not no_create:
         raise DiskspecError("--target-is-zero requires -n (an existing target)")
+    if not no_create and options.get("parent") is not None and len(sources) > 1:
+        raise DiskspecError("a target with a backing file takes exactly one source image")
     if no_create:
         if options:
             raise DiskspecError("-o has no effect when skipping image creation")
@@ -94,8 +96,6 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
         # it. An existing one (-n) keeps them unless the caller wants no flushes at all.
         out.engine.barriers = flush and tmp is None
         over_backing = tmp is not None and out.backing is not None
-        if over_backing and len(sources) > 1:
-            raise DiskspecError("a target with a backing file takes exactly one source image")
         stats = ConvertStats(size=total)
         zero_target = (not no_create or target_is_zero) and not over_backing
         Copier(out, sparse_size, zero_target, chunk, stats, progress, writeback=flush,
