@@ -12,6 +12,7 @@ others, which have no spec here, are listed below as qemu's probes know them.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 
 #: formats/ modules whose header types' magic names a format without an engine, and the name
 #: a user knows the format by (qemu-img's)
@@ -32,19 +33,26 @@ MAGICS = [
     ("dmg", -512, b"koly"),  # the trailer
 ]
 
+
+def spec_magics(spec: str) -> Iterator[tuple[str, bytes]]:
+    """(type name, magic) for every type of the codec module formats/<spec>.py that starts
+    with a magic (a `contents` field at offset 0)."""
+    module = importlib.import_module(f"diskspec.formats.{spec}")
+    for name, cls in module.TYPES.items():
+        for row in cls.FIELDS:
+            if row.offset == 0 and row.contents:
+                yield name, row.contents
+
+
 def foreign_format(head: bytes, tail: bytes) -> str | None:
     """The name of the engine-less format whose magic the file carries, or None.
     `head`: the file's first bytes (at least 64 KiB, or the whole file); `tail`: its last
     bytes (at least 512, or the whole file)."""
-    for module_name, name in SPECS.items():
-        module = importlib.import_module(f"diskspec.formats.{module_name}")
-        for type_name, cls in module.TYPES.items():
-            if not type_name.startswith("header"):
-                continue
-            for row in cls.FIELDS:
-                if row.offset == 0 and row.contents and head.startswith(row.contents):
-                    # qcow (version 1) shares qcow2's magic; qemu names them apart
-                    return "qcow" if name == "qcow2" and head[4:8] == b"\0\0\0\x01" else name
+    for spec, name in SPECS.items():
+        for type_name, magic in spec_magics(spec):
+            if type_name.startswith("header") and head.startswith(magic):
+                # qcow (version 1) shares qcow2's magic; qemu names them apart
+                return "qcow" if name == "qcow2" and head[4:8] == b"\0\0\0\x01" else name
     for name, offset, magic in MAGICS:
         if offset >= 0:
             if head[offset : offset + len(magic)] == magic:

@@ -4,9 +4,9 @@ scanned for non-zero bytes (possible remnants) in bounded chunks within a byte b
 from __future__ import annotations
 
 import functools
-import importlib
 from dataclasses import dataclass
 
+from ..foreign import spec_magics
 from .common import MiB, Reader, human_size, printable
 from .model import Field, Node
 
@@ -29,13 +29,8 @@ SPECS = ("vhd", "vhdx", "qcow2", "qed", "fvd", "add_cow")
 def magics() -> tuple[tuple[bytes, str], ...]:
     """(magic, "a <spec> <type>") for every type that starts with a magic of 4+ bytes, the
     longest first."""
-    out = []
-    for spec in SPECS:
-        module = importlib.import_module(f"diskspec.formats.{spec}")
-        for name, cls in module.TYPES.items():
-            for row in cls.FIELDS:
-                if row.offset == 0 and row.contents is not None and len(row.contents) >= 4:
-                    out.append((row.contents, f"a {spec} {name}"))
+    out = [(magic, f"a {spec} {name}") for spec in SPECS for name, magic in spec_magics(spec)
+           if len(magic) >= 4]
     return tuple(sorted(set(out), key=lambda m: -len(m[0])))
 
 
