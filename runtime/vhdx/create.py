@@ -54,7 +54,7 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
         if parent_size is None:
             raise DiskspecError("a size is needed")
         size = parent_size
-    elif parent_size is not None and size != parent_size:  # the engine opens no other
+    elif parent_size is not None and size != parent_size:  # it could never be opened over it
         raise DiskspecError(f"a differencing VHDX has its parent's size ({parent_size} bytes), "
                             f"not {size}")
     if logical_sector_size not in (512, 4096) or physical_sector_size not in (512, 4096):
