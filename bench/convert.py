@@ -50,9 +50,9 @@ from pathlib import Path
 from common import MAX_RUN, runs, warm
 
 import diskspec.runtime as ds
-from diskspec.runtime.cli import target_options
-from diskspec.runtime.convert import convert
-from diskspec.runtime.options import parse_options
+from diskspec.runtime.cli.main import target_options
+from diskspec.runtime.cli.options import parse_options
+from diskspec.runtime.ops.convert import convert
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 2 * MiB
@@ -190,7 +190,7 @@ def start_up(qemu: str, diskspec: Diskspec) -> dict[str, float]:
     interpreter with its site packages, and that interpreter importing diskspec's CLI."""
     cmds = {"qemu-img --version": [qemu, "--version"],
             "python": [diskspec.python, "-c", "pass"],
-            "python + diskspec imports": [diskspec.python, "-c", "import diskspec.runtime.cli"]}
+            "python + diskspec imports": [diskspec.python, "-c", "import diskspec.runtime.cli.main"]}
     best = {}
     for tool, cmd in cmds.items():
         times = []

@@ -53,7 +53,7 @@ from common import MAX_RUN, runs, warm
 import diskspec.runtime as ds
 
 if TYPE_CHECKING:
-    from diskspec.runtime.vhdx.engine import VhdxEngine
+    from diskspec.runtime.engines.vhdx.engine import VhdxEngine
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 2 * MiB
@@ -554,7 +554,7 @@ def convert(pairs: list[Pair], runs_: int) -> list[tuple[str, str, float]]:
 
 def vhdx_engine(image: ds.Image) -> VhdxEngine:
     """The image's engine, which the replay bench reaches into: a VHDX one."""
-    from diskspec.runtime.vhdx.engine import VhdxEngine
+    from diskspec.runtime.engines.vhdx.engine import VhdxEngine
 
     assert isinstance(image.engine, VhdxEngine)
     return image.engine
@@ -581,7 +581,7 @@ def make_dirty(tmp: Path) -> tuple[Path, int, dict[int, bytes]]:
     entry's tail held at the session's first entry (so all of them form the active sequence,
     as when the writer never recorded them applied), then a crash. Returns (path, entries,
     {offset: data written})."""
-    from diskspec.runtime.vhdx import log as vlog
+    from diskspec.runtime.engines.vhdx import log as vlog
 
     path = tmp / "dirty.vhdx"
     rng = random.Random(SEED + 4)

@@ -31,10 +31,10 @@ import pytest
 
 import diskspec.runtime as ds
 from diskspec.formats import vhd, vhdx
-from diskspec.runtime import cli
+from diskspec.runtime.cli import main as cli
+from diskspec.runtime.cli.units import parse_size, size_to_str
 from diskspec.runtime.engine import Engine
 from diskspec.runtime.errors import DiskspecError, UnsupportedFeatureError
-from diskspec.runtime.units import parse_size, size_to_str
 
 from .conftest import run
 
@@ -393,7 +393,7 @@ def test_convert_matrix(images: dict[str, Path], tmp_path: Path, qemu_img: str, 
 
 
 def test_convert_keeps_targets_sparse(images: dict[str, Path], tmp_path: Path) -> None:
-    from diskspec.runtime.vhd.engine import VhdEngine
+    from diskspec.runtime.engines.vhd.engine import VhdEngine
 
     src = images["raw"]  # its 2 MiB of written zeros at 4 MiB are allocated in the file
     source_allocated = src.stat().st_blocks * 512
@@ -451,7 +451,7 @@ def test_convert_concatenates_sources_and_writes_into_existing(images: dict[str,
 
 def test_convert_failure_leaves_no_target(images: dict[str, Path], tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from diskspec.runtime.vhd.engine import VhdEngine
+    from diskspec.runtime.engines.vhd.engine import VhdEngine
 
     src = images["raw"]
     dst = tmp_path / "fail.vhd"
@@ -632,7 +632,7 @@ def test_rebase_vpc_onto_a_new_parent(tmp_path: Path) -> None:
 def test_rebase_safe_mode_copies_what_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     """The generic safe mode, with an engine hook that records the new reference."""
-    from diskspec.runtime.vhd.engine import VhdEngine
+    from diskspec.runtime.engines.vhd.engine import VhdEngine
 
     old, new, child = tmp_path / "old.vhd", tmp_path / "new.vhd", tmp_path / "child.vhd"
     ds_run("create", "-q", "-f", "vpc", "-o", "block_size=1M", old, "8M")
@@ -816,7 +816,7 @@ def test_version_is_the_installed_distributions() -> None:
 
 
 def test_dissect_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("diskspec.runtime.dissect.cli")
+    module = types.ModuleType("diskspec.runtime.cli.dissect")
     seen: list[list[str]] = []
 
     def fake_main(argv: list[str]) -> int:
@@ -824,7 +824,7 @@ def test_dissect_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
         return 7
 
     module.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "diskspec.runtime.dissect.cli", module)
+    monkeypatch.setitem(sys.modules, "diskspec.runtime.cli.dissect", module)
     assert ds_run("dissect", "x.vhd", "--bat")[0] == 7
     assert seen == [["x.vhd", "--bat"]]
 
@@ -843,7 +843,7 @@ def test_unsupported_feature_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
     def no_resize(self: Engine, size: int) -> None:
         raise UnsupportedFeatureError("resizing raw images")
 
-    from diskspec.runtime.raw import RawEngine
+    from diskspec.runtime.engines.raw.engine import RawEngine
 
     monkeypatch.setattr(RawEngine, "resize", no_resize)
     code, _, errs = ds_run("resize", raw, "2M")
@@ -874,7 +874,7 @@ def test_entry_point_exits_with_the_code_and_runs_exit_handlers(images: dict[str
     registered before it still run, standard output is complete, the code is main()'s."""
     code = ("import atexit, sys; atexit.register(print, 'handler ran'); "
             f"sys.argv = ['diskspec', 'map', '--output=json', '-f', 'vpc', {str(images['vpc-dynamic'])!r}]; "
-            "from diskspec.runtime.cli import run; run()")
+            "from diskspec.runtime.cli.main import run; run()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     body, _, tail = proc.stdout.rpartition("]\n")
     assert proc.returncode == 0 and json.loads(body + "]") and tail == "handler ran\n"
@@ -894,7 +894,7 @@ class CtrlC:
         return None
 sys.meta_path.insert(0, CtrlC())
 sys.argv = ['diskspec', *{argv!r}]
-from diskspec.runtime.entry import run
+from diskspec.runtime.cli.entry import run
 run()
 """
 
@@ -910,9 +910,9 @@ def test_ctrl_c_while_starting_is_quiet_and_later_undoes_the_work(images: dict[s
                               check=False, timeout=60)
 
     target = tmp_path / "out.vhd"
-    early = child("diskspec.runtime.options", "convert", "-O", "vpc", images["raw"], target)
+    early = child("diskspec.runtime.cli.options", "convert", "-O", "vpc", images["raw"], target)
     assert early.returncode == -signal.SIGINT and early.stderr == ""
-    late = child("diskspec.runtime.copier", "convert", "-O", "vpc", images["raw"], target)
+    late = child("diskspec.runtime.ops.copier", "convert", "-O", "vpc", images["raw"], target)
     assert late.returncode == 130 and "interrupted" in one_error_line(late.stderr)
     assert leftovers(tmp_path) == []
     proc = subprocess.run([sys.executable, "-m", "diskspec.runtime", "--version"],
@@ -949,7 +949,7 @@ def test_ctrl_c_in_the_middle_of_a_copy(tmp_path: Path) -> None:
     target.parent.mkdir()
     code = f"""
 import os, signal, sys
-from diskspec.runtime.raw import RawEngine
+from diskspec.runtime.engines.raw.engine import RawEngine
 real, calls = RawEngine.write, []
 def write(self, offset, data):
     calls.append(offset)
@@ -958,7 +958,7 @@ def write(self, offset, data):
     return real(self, offset, data)
 RawEngine.write = write
 sys.argv = ['diskspec', 'convert', '-O', 'raw', {str(source)!r}, {str(target)!r}]
-from diskspec.runtime.entry import run
+from diskspec.runtime.cli.entry import run
 run()
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -972,10 +972,11 @@ def test_start_up_imports_stay_lean() -> None:
     does not need for most commands (logging, concurrent.futures, json, shutil: ~7 ms per
     start together); a short convert feels every millisecond of start-up."""
     code = ("import sys; before = set(sys.modules); "
-            "import diskspec.runtime.cli as c, diskspec.runtime.convert, diskspec.runtime.vhd.engine, "
-            "diskspec.runtime.vhdx.engine; c.Parser('convert', '').add_argument('-f'); "
+            "import diskspec.runtime.cli.main as c, diskspec.runtime.ops.convert, "
+            "diskspec.runtime.engines.vhd.engine, diskspec.runtime.engines.vhdx.engine; "
+            "c.Parser('convert', '').add_argument('-f'); "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                 text=True).stdout.split())
-    assert "diskspec.runtime.copier" in loaded  # the probe imports what it claims to
+    assert "diskspec.runtime.ops.copier" in loaded  # the probe imports what it claims to
     assert not loaded & {"logging", "concurrent.futures", "json", "shutil"}

@@ -1,5 +1,5 @@
 """convert's data path: the zero scan (runtime/sparse.py) and the pipelined copier
-(runtime/copier.py), checked against a per-piece reference and against qemu-img."""
+(runtime/ops/copier.py), checked against a per-piece reference and against qemu-img."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import diskspec.runtime as ds
-from diskspec.runtime import copier
 from diskspec.runtime.backend import FileBackend
-from diskspec.runtime.convert import convert
+from diskspec.runtime.engines.vhd.engine import VhdEngine
 from diskspec.runtime.errors import TruncatedError
 from diskspec.runtime.extent import Extent, State
-from diskspec.runtime.sparse import ZeroScanner, data_runs
-from diskspec.runtime.vhd.engine import VhdEngine
+from diskspec.runtime.ops import copier
+from diskspec.runtime.ops.convert import convert
+from diskspec.runtime.ops.sparse import ZeroScanner, data_runs
 
 from .conftest import run
 
@@ -231,7 +231,7 @@ def test_host_holes_are_probed_only_in_files_that_have_them(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Holes of the source file under data extents read as zeros without a read; a file
     with no hole costs one probe in all, not a pair of lseeks per extent."""
-    from diskspec.runtime.mapping import block_status
+    from diskspec.runtime.ops.mapping import block_status
 
     size, block = 8 * MiB, 512 * KiB
     path = tmp_path / "src.vhd"

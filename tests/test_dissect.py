@@ -33,8 +33,8 @@ import diskspec.runtime as ds
 import diskspec.runtime.dissect as dissect_pkg
 from diskspec.formats import vhd, vhdx
 from diskspec.formats._codec import crc32c
+from diskspec.runtime.cli import dissect as dcli
 from diskspec.runtime.dissect import Node, Verdict, dissect, render
-from diskspec.runtime.dissect import cli as dcli
 from diskspec.runtime.dissect import vhdx as dvhdx
 from diskspec.runtime.errors import DiskspecError
 
@@ -750,7 +750,7 @@ def test_json_schema(images: dict[str, Path], name: str) -> None:
             assert len(node["table"]["rows"]) == node["table"]["count"]
     # the streamed document equals the in-memory one
     assert doc == json.loads(json.dumps(render.document(dissect(images[name], bat=True))))
-    schema = (Path(dcli.__file__).parent / "SCHEMA.md").read_text()
+    schema = (Path(dissect_pkg.__file__).parent / "SCHEMA.md").read_text()
     for key in DOC_KEYS | NODE_KEYS | FIELD_KEYS | VERDICT_KEYS:
         assert f"`{key}`" in schema, key
 

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 import diskspec.runtime as ds
 from diskspec.formats import vhd
+from diskspec.runtime.engines.vhd.engine import VhdEngine
 from diskspec.runtime.errors import (
     ChecksumError,
     CorruptError,
@@ -42,7 +43,6 @@ from diskspec.runtime.errors import (
     UnsupportedFeatureError,
 )
 from diskspec.runtime.extent import State
-from diskspec.runtime.vhd.engine import VhdEngine
 
 from .conftest import run
 from .shadow import ds_read, op_lists, run_ops, sha, write_both

@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 import diskspec.runtime as ds
 from diskspec.formats import vhdx
 from diskspec.runtime.backend import FileBackend
+from diskspec.runtime.engines.vhdx.engine import VhdxEngine
 from diskspec.runtime.errors import (
     CorruptError,
     DiskspecError,
@@ -51,7 +52,6 @@ from diskspec.runtime.errors import (
     UnsupportedFeatureError,
 )
 from diskspec.runtime.extent import State
-from diskspec.runtime.vhdx.engine import VhdxEngine
 
 from .conftest import require_tool, run
 from .shadow import ds_read, op_lists, run_ops, sha, write_both

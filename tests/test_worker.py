@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from diskspec.runtime.worker import Worker
+from diskspec.runtime.ops.worker import Worker
 
 
 def test_results_come_back_in_submission_order() -> None:

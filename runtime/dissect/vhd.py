@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from diskspec.formats import vhd
 
+from ..engines.vhd import geometry, locators
 from ..util import ceil_div, round_up
-from ..vhd import geometry, locators
 from .common import (
     Reader,
     add_checks,

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from diskspec.formats import vhdx
 from diskspec.formats.errors import CorruptError
 
+from ..engines.vhdx import guids
 from ..util import ceil_div
-from ..vhdx import guids
 from . import log as vlog
 from .common import (
     MiB,

@@ -1,0 +1,118 @@
+"""`diskspec dissect`: the forensic view of an image file (read-only).
+
+Exit codes: 0 the file was dissected (damage found or not: see the output, or "damaged" in
+the JSON); 1 an error (no such file, an unknown --hexdump structure, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+
+from ..dissect.common import Reader
+from ..dissect.core import dissect
+from ..dissect.model import Node
+from ..dissect.options import Options
+from ..dissect.render import HEXDUMP_LIMIT, hexdump_document, hexdump_lines, write_json, write_plain
+from ..errors import DiskspecError
+
+DESCRIPTION = """Show every structure of a VHD or VHDX image in file order: offsets, sizes,
+every field with the meaning of its codes, checksum verdicts (stored vs computed), both VHDX
+headers and region tables and which is current, the metadata items, parent locators, log
+entries, a BAT summary, and the gaps no structure references (possible remnants). The file
+is opened read-only; damaged images are dissected as far as they go and the damage named."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise DiskspecError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="diskspec dissect", description=DESCRIPTION)
+    p.add_argument("file", help="the image (VHD, VHDX; anything else is shown as raw)")
+    p.add_argument("--output", choices=("human", "json"), default="human",
+                   help="a readable tree (default) or JSON (schema: runtime/dissect/SCHEMA.md)")
+    p.add_argument("--bat", action="store_true", help="list every BAT entry")
+    p.add_argument("--hexdump", metavar="STRUCT", action="append", default=[],
+                   help="show the bytes of one structure with its field boundaries, e.g. "
+                        "header1, region_table2, metadata/file_parameters, log/entry[0], bat "
+                        "(a path of node names, or a name found once); may be repeated")
+    p.add_argument("--hexdump-limit", metavar="BYTES", type=int, default=HEXDUMP_LIMIT,
+                   help=f"bytes a hex dump shows at most (default {HEXDUMP_LIMIT})")
+    p.add_argument("--brief", action="store_true", help="structures only, without their fields")
+    p.add_argument("--no-gaps", action="store_true",
+                   help="do not read the unreferenced ranges looking for data")
+    p.add_argument("--gap-budget", metavar="BYTES", type=int, default=Options.gap_budget,
+                   help="bytes of gaps read at most; larger gaps are sampled "
+                        f"(default {Options.gap_budget})")
+    p.add_argument("--plain", action="store_true", help="plain text even when rich is installed")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except DiskspecError as exc:
+        print(f"diskspec dissect: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        parser().print_help()
+        return 0
+    args = parser().parse_args(argv)
+    if args.hexdump_limit <= 0 or args.gap_budget < 0:
+        raise DiskspecError("--hexdump-limit and --gap-budget must be positive")
+    options = Options(bat=args.bat, scan_gaps=not args.no_gaps, gap_budget=args.gap_budget)
+    root = dissect(args.file, options=options)
+    if args.hexdump:
+        return _hexdumps(root, args)
+    out = sys.stdout
+    if args.output == "json":
+        write_json(root, out)
+        return 0
+    use_rich = not args.plain and importlib.util.find_spec("rich") is not None
+    if use_rich:
+        from ..dissect.render import write_rich
+
+        color = {"always": True, "never": False}.get(args.color)
+        width = None if out.isatty() else max(120, shutil.get_terminal_size((160, 24)).columns)
+        write_rich(root, out, brief=args.brief, color=color, width=width)
+    else:
+        write_plain(root, out, brief=args.brief)
+    return 0
+
+
+def _hexdumps(root: Node, args: argparse.Namespace) -> int:
+    nodes = []
+    for name in args.hexdump:
+        node = root.find(name)
+        if node is None:
+            known = ", ".join(p.split("/", 1)[1] for p, _ in root.walk() if "/" in p)
+            raise DiskspecError(f"no structure {name!r} (or more than one); known: "
+                                f"{known[:2000]}")
+        nodes.append((name, node))
+    with Reader(args.file) as reader:
+        if args.output == "json":
+            docs = [hexdump_document(reader, node, name, args.hexdump_limit)
+                    for name, node in nodes]
+            json.dump(docs[0] if len(docs) == 1 else docs, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        for i, (_name, node) in enumerate(nodes):
+            if i:
+                sys.stdout.write("\n")
+            for line in hexdump_lines(reader, node, args.hexdump_limit):
+                sys.stdout.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

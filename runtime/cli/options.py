@@ -1,0 +1,225 @@
+"""qemu-img's option strings, mapped onto the keyword options of the engines.
+
+`-o key=val,key2=val2` (create options; `,,` is a literal comma), `--image-opts
+driver=vpc,file.filename=X,force_size_calc=chs` (open options), and the option lists that
+`-o help` prints. qemu's option names are translated where ours differ (force_size_calc ->
+size_rule, backing_file -> parent). The option lists come from the engine class when it
+declares them (`create_options`, a name -> help mapping, and `backing_create_options`, the
+options that turn a create into an image over a backing file); the tables below hold them for
+the engines that do not declare them yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DiskspecError, UnsupportedFeatureError
+from ..registry import engine_for
+from .units import parse_size
+
+#: create options per format (qemu-img's names), for engines that do not declare them
+CREATE_OPTIONS: dict[str, dict[str, str]] = {
+    "raw": {
+        "size": "Virtual disk size",
+        "preallocation": "Preallocation mode (only 'off' is supported)",
+    },
+    "vpc": {
+        "size": "Virtual disk size (rounded up to a CHS geometry unless force_size=on)",
+        "subformat": "Type of virtual hard disk file: dynamic (default), fixed or differencing",
+        "force_size": "Keep the exact size given (creator 'qem2'; no CHS rounding) [on/off]",
+        "block_size": "Block size of a dynamic or differencing image (default 2M, a power of two)",
+        "creator": "Creator application tag (up to 4 characters)",
+        "backing_file": "Parent image of a differencing image (same as -b)",
+        "backing_fmt": "Format of the parent image (same as -F)",
+    },
+    "vhdx": {
+        "size": "Virtual disk size (at most 64 TiB)",
+        "subformat": "Type of virtual hard disk file: dynamic (default), fixed or differencing",
+        "block_size": "Block size (0 = auto: 8M up to 1G, 16M up to 100G, 32M up to 32T, 64M above;"
+                      " else a power of two from 1M to 256M)",
+        "log_size": "Log size (a multiple of 1M, default 1M)",
+        "block_state_zero": "Mark the blocks of a new image ZERO rather than NOT_PRESENT [on/off]",
+        "logical_sector_size": "Logical sector size (512 or 4096)",
+        "physical_sector_size": "Physical sector size (512 or 4096)",
+        "backing_file": "Parent image of a differencing image (same as -b)",
+        "backing_fmt": "Format of the parent image (same as -F)",
+    },
+}
+
+#: options that make a create of this format an image over a backing file (`-b`)
+BACKING_CREATE: dict[str, dict[str, Any]] = {"vpc": {"subformat": "differencing"},
+                                              "vhdx": {"subformat": "differencing"}}
+
+#: qemu's open-option names where ours differ
+OPEN_ALIASES = {"force_size_calc": "size_rule"}
+
+_TRUE = {"on", "true", "yes"}
+_FALSE = {"off", "false", "no"}
+
+
+def split_options(text: str) -> list[tuple[str, str]]:
+    """`a=1,b=x,,y` -> [("a", "1"), ("b", "x,y")]; a bare word is ("word", "")."""
+    items: list[str] = []
+    current = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == ",":
+            if text[i + 1 : i + 2] == ",":
+                current.append(",")
+                i += 2
+                continue
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    items.append("".join(current))
+    out = []
+    for item in items:
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        out.append((key.strip(), value if sep else ""))
+    return out
+
+
+def coerce(key: str, value: str) -> Any:
+    """on/off -> bool, numbers with size suffixes -> int, anything else stays text."""
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    if value and (value[0].isdigit() or value[0] == "."):
+        try:
+            return parse_size(value, key)
+        except DiskspecError:
+            return value
+    return value
+
+
+def parse_options(texts: Iterable[str]) -> dict[str, Any]:
+    """Several `-o` arguments joined like qemu-img does (later keys win)."""
+    out: dict[str, Any] = {}
+    for text in texts:
+        for key, value in split_options(text):
+            out[key] = coerce(key, value)
+    return out
+
+
+def wants_help(texts: Iterable[str]) -> bool:
+    return any(key in ("help", "?") for text in texts for key, _ in split_options(text))
+
+
+def create_option_help(fmt: str) -> dict[str, str]:
+    cls = engine_for(fmt)
+    declared = getattr(cls, "create_options", None)
+    if isinstance(declared, dict):
+        return dict(declared)
+    return dict(CREATE_OPTIONS.get(cls.format_name, {"size": "Virtual disk size"}))
+
+
+def format_option_help(fmt: str) -> str:
+    name = engine_for(fmt).format_name
+    rows = create_option_help(fmt)
+    width = max((len(k) for k in rows), default=0)
+    lines = [f"Supported options for {name}:"]
+    lines += [f"  {key:<{width}}  {text}" for key, text in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def backing_create_options(fmt: str) -> dict[str, Any] | None:
+    """The create options that make a `fmt` image over a backing file; None for a format
+    whose images have no backing file."""
+    cls = engine_for(fmt)
+    declared = getattr(cls, "backing_create_options", None)
+    if isinstance(declared, dict):
+        return dict(declared)
+    known = BACKING_CREATE.get(cls.format_name)
+    return None if known is None else dict(known)
+
+
+@dataclass
+class CreateRequest:
+    """What `create`/`convert -O` was asked for, in the runtime's terms."""
+
+    format: str
+    size: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+    backing: str | None = None
+    backing_format: str | None = None
+
+
+def create_request(fmt: str, size: int | None, opts: dict[str, Any], backing: str | None = None,
+                   backing_format: str | None = None) -> CreateRequest:
+    """Translate qemu-img create options (-o, -b, -F, SIZE) for runtime.create()."""
+    engine_for(fmt)  # unknown formats fail here, before anything else
+    opts = dict(opts)
+    if "size" in opts:
+        value = opts.pop("size")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DiskspecError(f"invalid size {value!r}")
+        if size is not None and size != value:
+            raise DiskspecError("the size is given twice (SIZE and -o size=) with different values")
+        size = value
+    if "backing_file" in opts:
+        value = str(opts.pop("backing_file"))
+        if backing is not None and backing != value:
+            raise DiskspecError("the backing file is given twice (-b and -o backing_file=)")
+        backing = value
+    if "backing_fmt" in opts:
+        value = str(opts.pop("backing_fmt"))
+        if backing_format is not None and backing_format != value:
+            raise DiskspecError("the backing format is given twice (-F and -o backing_fmt=)")
+        backing_format = value
+    if backing_format is not None and backing is None:
+        raise DiskspecError("a backing format (-F) needs a backing file (-b)")
+    prealloc = opts.pop("preallocation", False)
+    if prealloc not in (False, "off"):
+        raise UnsupportedFeatureError(f"preallocation={prealloc} (only 'off' is supported)")
+    if backing is not None:
+        needed = backing_create_options(fmt)
+        if needed is None:
+            raise UnsupportedFeatureError(f"a backing file for {fmt} images")
+        for key, value in needed.items():
+            if key in opts and opts[key] != value:
+                raise DiskspecError(f"-o {key}={opts[key]} cannot be combined with a backing file "
+                                    f"({key}={value} is needed)")
+            opts[key] = value
+        opts["parent"] = backing
+    return CreateRequest(fmt, size, opts, backing, backing_format)
+
+
+@dataclass
+class OpenRequest:
+    """An image to open: path, format (None: probe) and engine open options."""
+
+    path: str
+    format: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def open_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """qemu's open-option names translated to ours."""
+    return {OPEN_ALIASES.get(k, k): v for k, v in opts.items()}
+
+
+def image_opts(text: str) -> OpenRequest:
+    """`--image-opts` FILE: driver=FMT,file.filename=PATH[,file.driver=file][,engine opts]."""
+    pairs = dict(split_options(text))
+    path = pairs.pop("file.filename", None) or pairs.pop("filename", None)
+    if not path:
+        raise DiskspecError(f"--image-opts {text!r}: file.filename=PATH is missing")
+    fmt = pairs.pop("driver", None) or None
+    proto = pairs.pop("file.driver", "file")
+    if proto != "file":
+        raise UnsupportedFeatureError(f"protocol driver {proto!r} (only 'file')")
+    if fmt == "file":
+        fmt = "raw"
+    # open options stay text (size_rule=chs), except on/off flags
+    extra = {k: (v.lower() in _TRUE) if v.lower() in _TRUE | _FALSE else v for k, v in pairs.items()}
+    return OpenRequest(os.fspath(path), fmt, open_options(extra))

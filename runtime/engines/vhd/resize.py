@@ -1,0 +1,135 @@
+"""Resizing VHD images: grow always; shrink only when the cut part holds no data.
+
+Growing a dynamic image may need room for a longer BAT: blocks and locator areas in the way
+are first moved to the end of the file (each move: copy, make durable, then repoint), then
+the new BAT entries, the header and last the footers are written, so a crash leaves either
+the old size or the new one.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import TYPE_CHECKING
+
+from diskspec.formats import vhd
+
+from ...errors import DiskspecError, UnsupportedFeatureError
+from ...util import ceil_div, round_up
+from . import geometry, locators
+
+if TYPE_CHECKING:
+    from .engine import VhdEngine
+
+SECTOR = 512
+UNALLOCATED = 0xFFFFFFFF
+CHUNK = 4 << 20
+
+
+def resize(engine: VhdEngine, new_size: int) -> None:
+    engine.require_writable()
+    if engine.differencing:
+        raise UnsupportedFeatureError("resizing a differencing VHD (it must keep its parent's size)")
+    footer = engine.footer
+    force = footer.creator_application not in geometry.CHS_CREATORS or \
+        geometry.virtual_size(footer, "chs") == footer.current_size
+    size, chs = geometry.creation_size(new_size, force)
+    if size == engine.virtual_size:
+        return
+    if engine.disk_type == vhd.DiskType.FIXED:
+        _resize_fixed(engine, size)
+    else:
+        _resize_dynamic(engine, size)
+    footer.current_size = size
+    footer.disk_geometry = vhd.DiskGeometry(*chs)
+    engine.write_footer()
+    engine.barrier()
+    engine.virtual_size = geometry.virtual_size(footer, engine.size_rule)
+
+
+def _resize_fixed(engine: VhdEngine, size: int) -> None:
+    old = engine.virtual_size
+    if size < old:
+        if not engine.range_is_zero(size, old - size):
+            raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
+        engine.data_end = size
+        engine.write_footer()
+        engine.barrier()
+        engine.backend.truncate(size + SECTOR)
+        return
+    # footer at the new end first; then clear the old footer's bytes, now guest data
+    engine.data_end = size
+    engine.write_footer()
+    engine.barrier()
+    engine.backend.pwrite(old, bytes(SECTOR))
+
+
+def _resize_dynamic(engine: VhdEngine, size: int) -> None:
+    header = engine.header
+    assert header is not None
+    bs = engine.block_size
+    old_entries = len(engine.bat)
+    entries = ceil_div(size, bs)
+    # blocks wholly past a smaller end may hold only zeros: they drop out of the BAT (their
+    # space is a leak that `check -r` trims when it is at the end of the file)
+    if size < engine.virtual_size and not engine.range_is_zero(size, engine.virtual_size - size):
+        raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
+    if entries > old_entries:
+        _make_room(engine, header.table_offset + round_up(4 * entries, SECTOR))
+        grow = vhd.Bat(num_entries=entries - old_entries,
+                       entries=array("I", [UNALLOCATED]) * (entries - old_entries))
+        engine.backend.pwrite(header.table_offset + 4 * old_entries, grow.build())
+        engine.bat.extend([UNALLOCATED] * (entries - old_entries))
+        engine.barrier()
+    elif entries < old_entries:
+        del engine.bat[entries:]
+    header.max_table_entries = entries
+    header.update_checksum()
+    engine.backend.pwrite(engine.footer.data_offset, header.build())
+    engine.barrier()
+
+
+def _make_room(engine: VhdEngine, bat_end: int) -> None:
+    """Move every block and locator area that starts before `bat_end` to the end of the file."""
+    header = engine.header
+    assert header is not None
+    table = header.table_offset
+    span = engine.bitmap_bytes + engine.block_size
+    for block, entry in enumerate(engine.bat):
+        start = entry * SECTOR
+        if entry != UNALLOCATED and table < start + span and start < bat_end:
+            engine.bat[block] = _move(engine, start, span) // SECTOR
+            engine._write_bat([block])
+            engine.barrier()
+    moved = False
+    for loc in header.parent_locators:
+        at = loc.platform_data_offset
+        if loc.platform_code != vhd.PlatformCode.NONE and table < at + SECTOR and at < bat_end:
+            space = locators.reserved_bytes(loc) or round_up(loc.platform_data_length, SECTOR)
+            loc.platform_data_offset = _move(engine, at, space)
+            moved = True
+    if moved:
+        header.update_checksum()
+        engine.backend.pwrite(engine.footer.data_offset, header.build())
+        engine.barrier()
+    if engine.data_end < bat_end:  # nothing was allocated: the footer itself is in the way
+        engine.data_end = round_up(bat_end, SECTOR)
+        engine.write_footer()
+        engine.barrier()
+
+
+def _move(engine: VhdEngine, start: int, length: int) -> int:
+    """Copy [start, start+length) to the end of the data; returns the new offset. The footer
+    goes to the new end first, the copy is made durable before the caller repoints."""
+    new = engine.data_end
+    engine.backend.pwrite(new + length, engine.footer.build())
+    engine.barrier()
+    pos = 0
+    while pos < length:
+        n = min(CHUNK, length - pos)
+        engine.backend.pwrite(new + pos, engine.backend.pread(start + pos, n))
+        pos += n
+    engine.barrier()
+    engine.data_end = new + length
+    engine.file_size = max(engine.file_size, engine.data_end + SECTOR)
+    engine._bitmaps.clear()
+    return new

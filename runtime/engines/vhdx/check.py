@@ -1,0 +1,76 @@
+"""Checking (and repairing) VHDX images.
+
+Corruptions: an invalid header or region table copy, BAT entries past the end of the file
+or overlapping each other or the metadata, a log left dirty (replayed at open). Repairs:
+rewrite both headers from the current one (which also records a replayed log as clean) and
+mark blocks that point past the end as not present (through the log).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from diskspec.formats import vhdx
+
+from ...engine import CheckResult
+from . import guids
+from .engine import REGION_SLOTS
+
+if TYPE_CHECKING:
+    from .engine import VhdxEngine
+
+MIB = 1 << 20
+PBS = vhdx.PayloadBlockState
+OFFSET_MASK = ~(MIB - 1) & 0xFFFFFFFFFFFFFFFF
+
+
+def check(engine: VhdxEngine, repair: bool) -> CheckResult:
+    result = CheckResult()
+    if repair:
+        engine.require_writable()
+    damaged = [w for w in engine.warnings if w.startswith(("header", "region table"))]
+    result.corruptions += damaged
+    if engine.replayed and not engine.writable:
+        result.warnings.append(f"the log holds {engine.replayed} entries to replay (done in memory)")
+    size = engine.file_backend.size()
+    used: list[tuple[int, int, str]] = [(0, MIB, "header section"),
+                                        (engine.header.log_offset,
+                                         engine.header.log_offset + engine.header.log_length, "log")]
+    used += [(r.file_offset, r.file_offset + r.length,
+              guids.KNOWN_REGIONS.get(r.guid, guids.text(r.guid))) for r in engine.regions]
+    bad: list[int] = []
+    cr = engine.chunk_ratio
+    for index, entry in enumerate(engine.bat):
+        state, at = entry & 7, entry & OFFSET_MASK
+        is_bitmap = index % (cr + 1) == cr
+        present = state in (6, 7) if not is_bitmap else state == 6
+        if not present:
+            continue
+        length = MIB if is_bitmap else engine.block_size
+        what = f"{'sector bitmap' if is_bitmap else 'block'} entry {index}"
+        if at + length > size and not (engine.leave_allocated and at < size):
+            result.corruptions.append(f"{what} at {at:#x} extends past the end of the file ({size:#x})")
+            bad.append(index)
+            continue
+        used.append((at, at + length, what))
+    used.sort()
+    for (_, a_end, a_name), (b_start, _, b_name) in zip(used, used[1:], strict=False):
+        if b_start < a_end:
+            result.corruptions.append(f"{b_name} at {b_start:#x} overlaps {a_name}")
+    if repair:
+        if any(d.startswith("header") for d in damaged):
+            engine._write_header()
+            result.repaired += [f"rewrote {d.split(' at ')[0]}" for d in damaged if d.startswith("header")]
+        if any(d.startswith("region table") for d in damaged):
+            engine._start_session()  # region tables change through the log
+            pages = [(at + i, engine.region_raw[i : i + 4096])
+                     for at in REGION_SLOTS for i in range(0, len(engine.region_raw), 4096)]
+            engine._log_and_apply(pages)
+            result.repaired.append("rewrote both region tables from the valid copy")
+        if bad:
+            engine._start_session()
+            for index in bad:
+                engine.bat[index] = PBS.NOT_PRESENT
+            engine._log_and_apply(engine._bat_pages(bad))
+            result.repaired.append(f"marked {len(bad)} blocks that pointed past the end as not present")
+    return result

@@ -1,0 +1,694 @@
+"""The VHDX engine: open (headers, region tables, metadata, BAT, log replay), map, read,
+write (payload in place, every metadata change through the log), differencing.
+
+Layouts are the generated codecs' (`diskspec.formats.vhdx`); this module holds the rules of
+[MS-VHDX] as vhdx.md restates them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from array import array
+from collections.abc import Callable, Iterator
+from pathlib import Path, PureWindowsPath
+from typing import Any
+
+from diskspec.formats import vhdx
+
+from ... import bitmap as bitmaps
+from ...backend import Backend, FileBackend
+from ...engine import CheckResult, Engine
+from ...errors import (
+    CorruptError,
+    DiskspecError,
+    NotThisFormatError,
+    ParentMissingError,
+    UnsupportedFeatureError,
+)
+from ...extent import Extent, State
+from ...overlay import OverlayBackend
+from ...util import ZEROS, ceil_div, fill_zero, round_up
+from . import guids, log
+
+KIB, MIB = 1 << 10, 1 << 20
+HEADER_SLOTS = (64 * KIB, 128 * KIB)
+REGION_SLOTS = (192 * KIB, 256 * KIB)
+MAX_SIZE = 64 << 40
+PBS = vhdx.PayloadBlockState
+SBS = vhdx.SectorBitmapBlockState
+OFFSET_MASK = ~(MIB - 1) & 0xFFFFFFFFFFFFFFFF
+ZERO_STATES = {PBS.UNDEFINED, PBS.ZERO, PBS.UNMAPPED, PBS.UNMAPPED_V095}
+MSB_FIRST = False  # VHDX sector bitmaps: sector 0 is the least significant bit of byte 0
+#: nothing in a VHDX lies past this (64 TiB of data plus metadata): log writes beyond are corrupt
+MAX_FILE = 1 << 48
+#: the most a read-only replay keeps in memory
+MAX_OVERLAY = 256 * MIB
+#: sector bitmap blocks kept in memory (each 1 MiB)
+BITMAP_CACHE = 8
+
+
+class VhdxEngine(Engine):
+    format_name = "vhdx"
+
+    def __init__(self, backend: Backend):
+        super().__init__(backend)
+        self.file_backend = backend  # the real file (backend may be a replay overlay)
+        self.header = vhdx.Header.new()
+        self.header_slot = 0
+        self.regions: list[vhdx.RegionTableEntry] = []
+        self.bat_region = vhdx.RegionTableEntry.new()
+        self.metadata_offset = 0
+        self.metadata_length = 0
+        self.region_raw = b""  # the valid region table copy, as read
+        self.metadata_entries: list[vhdx.MetadataTableEntry] = []
+        self.block_size = 0
+        self.block_shift = 0
+        self.logical_sector = 512
+        self.physical_sector = 512
+        self.has_parent = False
+        self.leave_allocated = False
+        self.disk_id = bytes(16)
+        self.chunk_ratio = 0
+        self.bat = array("Q")
+        self.locator: dict[str, str] = {}
+        self.replayed = 0  # log entries replayed at open
+        self.log_head = 0  # where the next log entry goes
+        self.log_sequence = 0
+        self.session_started = False
+        self._bitmaps: dict[int, bytearray] = {}
+        self._fd = backend.fd if isinstance(backend, FileBackend) else -1
+
+    # -- open ------------------------------------------------------------------------------
+
+    @classmethod
+    def probe(cls, head: bytes, tail: bytes, path: Path) -> int:
+        return 100 if head[:8] == b"vhdxfile" else 0
+
+    @classmethod
+    def open(cls, path: Path, writable: bool = False, *, share: bool = False,
+             **options: Any) -> VhdxEngine:
+        if options:
+            raise DiskspecError(f"unknown VHDX option(s): {', '.join(sorted(options))}")
+        backend = FileBackend(path, writable, share=share)
+        engine = cls(backend)
+        try:
+            engine._open()
+        except BaseException:
+            backend.close()
+            raise
+        return engine
+
+    def _open(self) -> None:
+        backend = self.backend
+        if backend.size() < MIB or backend.pread(0, 8) != b"vhdxfile":
+            raise NotThisFormatError(f"{backend.path}: no VHDX file identifier")
+        self._read_headers()
+        if not self.header.is_log_guid_zero and self.header.log_length:
+            self._replay()
+        self._read_regions()
+        self._read_metadata()
+        self._read_bat()
+
+    def _read_headers(self) -> None:
+        found: list[tuple[int, int, vhdx.Header]] = []
+        for slot, at in enumerate(HEADER_SLOTS):
+            raw = self.backend.pread(at, vhdx.Header.SIZE)
+            if raw[:4] != b"head" or not vhdx.Header.verify_buffer(raw):
+                self.warnings.append(f"header {slot + 1} at {at:#x} is invalid (signature or CRC-32C)")
+                continue
+            try:
+                found.append((slot, at, vhdx.Header.parse(raw)))
+            except CorruptError as exc:
+                self.warnings.append(f"header {slot + 1} at {at:#x}: {exc}")
+        if not found:
+            raise CorruptError("no valid VHDX header (both fail their checks)", offset=HEADER_SLOTS[0],
+                               path="header")
+        # the current header: the valid one with the larger sequence number; slot 1 on a tie
+        slot, _, header = max(found, key=lambda f: (f[2].sequence_number, -f[0]))
+        self.header, self.header_slot = header, slot
+
+    def _replay(self) -> None:
+        ring = log.read_log(self.backend, self.header)
+        entries = log.active_sequence(ring, self.header.log_guid)
+        if not entries:
+            raise CorruptError("the log is marked in use but holds no valid entry sequence",
+                               offset=self.header.log_offset, path="header.log_guid")
+        head = entries[-1].header
+        if self.backend.size() < head.flushed_file_offset:
+            raise CorruptError(f"the file is shorter ({self.backend.size()}) than the log says was "
+                               f"flushed ({head.flushed_file_offset})", path="log.flushed_file_offset")
+        self.replayed = len(entries)
+        self.log_sequence = head.sequence_number
+        writes = list(log.pages(entries))
+        size = max(self.backend.size(), head.last_file_offset)
+        for offset, data in writes:  # a valid entry may still name absurd places
+            length = data if isinstance(data, int) else len(data)
+            if offset + length > MAX_FILE or size > MAX_FILE:
+                raise CorruptError(f"a log entry writes at {offset:#x} (+{length}), past any VHDX",
+                                   path="log.descriptor.file_offset")
+        if self.writable:
+            # the file changes: a new FileWriteGuid first ([MS-VHDX] 2.2.2)
+            self.header.file_write_guid = uuid.uuid4().bytes_le
+            self._write_header()
+            for offset, data in writes:
+                if isinstance(data, int):
+                    self._write_zeros(offset, data)
+                else:
+                    self.backend.pwrite(offset, data)
+            if self.backend.size() < size:
+                self.backend.truncate(size)
+            self.backend.flush()
+            self._write_header(log_guid=bytes(16))
+            self.warnings.append(f"replayed {len(entries)} log entries into the file")
+            return
+        pages: dict[int, bytes] = {}
+        for offset, data in writes:
+            if isinstance(data, int) and data > MAX_OVERLAY:
+                raise UnsupportedFeatureError(f"replaying a zero range of {data} bytes in memory "
+                                              "(open the image read-write to replay it)")
+            _overlay_put(pages, offset, data)
+            if len(pages) * log.SECTOR > MAX_OVERLAY:
+                raise UnsupportedFeatureError("a log replay of more than 256 MiB in memory "
+                                              "(open the image read-write to replay it)")
+        self.backend = OverlayBackend(self.backend, pages, size)
+        self._fd = -1
+        self.warnings.append(f"replayed {len(entries)} log entries in memory (the file is untouched)")
+
+    def _write_zeros(self, offset: int, length: int) -> None:
+        """Zero a range, 1 MiB at a time; past the end of the file, extending is enough."""
+        end = min(offset + length, self.backend.size())
+        pos = offset
+        while pos < end:
+            n = min(MIB, end - pos)
+            self.backend.pwrite(pos, ZEROS[:n])
+            pos += n
+        if offset + length > self.backend.size():
+            self.backend.truncate(offset + length)
+
+    def _read_regions(self) -> None:
+        table = None
+        copies = [self.backend.pread(at, 64 * KIB) for at in REGION_SLOTS]
+        for copy, (at, raw) in enumerate(zip(REGION_SLOTS, copies, strict=True)):
+            try:
+                if raw[:4] != b"regi" or not vhdx.RegionTable.verify_buffer(raw):
+                    raise CorruptError("bad signature or CRC-32C")
+                parsed = vhdx.RegionTable.parse(raw)
+            except CorruptError as exc:
+                self.warnings.append(f"region table {copy + 1} at {at:#x} is invalid: {exc}")
+                continue
+            if table is None:
+                table, self.region_raw = parsed, raw
+        if table is not None and copies[0] != copies[1] and not any(
+                w.startswith("region table") for w in self.warnings):
+            self.warnings.append("region table 2 differs from region table 1")
+        if table is None:
+            raise CorruptError("no valid region table", offset=REGION_SLOTS[0], path="region_table")
+        self.regions = table.entries
+        seen: set[bytes] = set()
+        for e in table.entries:
+            if e.guid in seen:
+                raise CorruptError(f"region {guids.text(e.guid)} appears twice", path="region_table")
+            seen.add(e.guid)
+            if e.guid not in guids.KNOWN_REGIONS and e.required:
+                raise UnsupportedFeatureError(f"required VHDX region {guids.text(e.guid)}")
+            if e.file_offset < MIB or e.file_offset + e.length > self.backend.size():
+                raise CorruptError(f"region {guids.text(e.guid)} at {e.file_offset:#x} is outside "
+                                   "the file", path="region_table.entries")
+        by_guid = {e.guid: e for e in table.entries}
+        if guids.BAT_REGION not in by_guid or guids.METADATA_REGION not in by_guid:
+            raise CorruptError("the region table lacks the BAT or the metadata region", path="region_table")
+        spans = sorted((e.file_offset, e.file_offset + e.length) for e in table.entries)
+        spans.append((self.header.log_offset, self.header.log_offset + self.header.log_length))
+        spans.sort()
+        for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False):
+            if b_start < a_end:
+                raise CorruptError("regions or the log overlap", path="region_table")
+        self.bat_region = by_guid[guids.BAT_REGION]
+        self.metadata_offset = by_guid[guids.METADATA_REGION].file_offset
+        self.metadata_length = by_guid[guids.METADATA_REGION].length
+
+    def _read_metadata(self) -> None:
+        raw = self.backend.pread(self.metadata_offset, 64 * KIB)
+        table = vhdx.MetadataTable.parse(raw)
+        self.metadata_entries = table.entries
+        items: dict[bytes, bytes] = {}
+        for e in table.entries:
+            if e.length and (e.offset < 64 * KIB or e.offset + e.length > self.metadata_length):
+                raise CorruptError(f"metadata item {guids.text(e.item_id)} lies outside its region",
+                                   path="metadata_table.entries")
+            if e.item_id in items:
+                raise CorruptError(f"metadata item {guids.text(e.item_id)} appears twice",
+                                   path="metadata_table.entries")
+            if e.item_id not in guids.KNOWN_ITEMS:
+                if e.is_required:
+                    raise UnsupportedFeatureError(f"required VHDX metadata item {guids.text(e.item_id)}")
+                continue
+            items[e.item_id] = self.backend.pread(self.metadata_offset + e.offset, e.length)
+        for item in (guids.FILE_PARAMETERS, guids.VIRTUAL_DISK_SIZE, guids.LOGICAL_SECTOR_SIZE):
+            if item not in items:
+                raise CorruptError(f"metadata item {guids.KNOWN_ITEMS[item]} is missing", path="metadata")
+        params = vhdx.FileParameters.parse(items[guids.FILE_PARAMETERS])
+        self.block_size = params.block_size
+        self.block_shift = params.block_size.bit_length() - 1
+        self.has_parent = bool(params.has_parent)
+        self.leave_allocated = bool(params.leave_blocks_allocated)
+        self.virtual_size = vhdx.VirtualDiskSize.parse(items[guids.VIRTUAL_DISK_SIZE]).virtual_disk_size
+        self.logical_sector = vhdx.LogicalSectorSize.parse(
+            items[guids.LOGICAL_SECTOR_SIZE]).logical_sector_size
+        if guids.PHYSICAL_SECTOR_SIZE in items:
+            self.physical_sector = vhdx.PhysicalSectorSize.parse(
+                items[guids.PHYSICAL_SECTOR_SIZE]).physical_sector_size
+        if guids.VIRTUAL_DISK_ID in items:
+            self.disk_id = vhdx.VirtualDiskId.parse(items[guids.VIRTUAL_DISK_ID]).virtual_disk_id
+        if self.virtual_size > MAX_SIZE or self.virtual_size % self.logical_sector:
+            raise CorruptError(f"virtual size {self.virtual_size} is not a multiple of the sector size "
+                               "or exceeds 64 TiB", path="virtual_disk_size")
+        self.chunk_ratio = (1 << 23) * self.logical_sector // self.block_size
+        if self.has_parent:
+            if guids.PARENT_LOCATOR not in items:
+                raise CorruptError("a differencing VHDX without a parent locator", path="metadata")
+            self.locator = _read_locator(items[guids.PARENT_LOCATOR])
+
+    def _read_bat(self) -> None:
+        blocks = ceil_div(self.virtual_size, self.block_size)
+        cr = self.chunk_ratio
+        if self.has_parent:
+            entries = ceil_div(blocks, cr) * (cr + 1)
+        else:
+            entries = blocks + (blocks - 1) // cr if blocks else 0
+        if entries * 8 > self.bat_region.length:
+            raise CorruptError(f"the BAT region ({self.bat_region.length} bytes) cannot hold {entries} "
+                               "entries", path="region_table.bat")
+        raw = self.backend.pread(self.bat_region.file_offset, entries * 8)
+        self.bat = vhdx.Bat.parse(raw, 0, num_entries=entries).entries
+
+    # -- the parent ------------------------------------------------------------------------
+
+    @property
+    def needs_parent(self) -> bool:
+        return self.has_parent
+
+    def parent_candidates(self) -> list[tuple[str, Path]]:
+        child_dir = self.file_backend.path.parent
+        out: list[tuple[str, Path]] = []
+        rel = self.locator.get("relative_path")
+        if rel:
+            out.append(("relative_path", child_dir.joinpath(*PureWindowsPath(rel).parts)))
+        for key in ("volume_path", "absolute_win32_path"):
+            value = self.locator.get(key)
+            if not value:
+                continue
+            text = value[4:] if value.startswith("\\\\?\\") else value
+            win = PureWindowsPath(text)
+            if not win.drive and text.startswith("/"):
+                out.append((key, Path(text)))
+            out.append((f"{key} (file name beside the child)", child_dir / win.name))
+        return out
+
+    def accept_parent(self, parent: Any, explicit: bool) -> None:
+        problems = []
+        pe = parent.engine
+        linkage = {self.locator.get(k, "").strip("{}").lower()
+                   for k in ("parent_linkage", "parent_linkage2")} - {""}
+        if isinstance(pe, VhdxEngine):
+            have = guids.text(pe.header.data_write_guid).lower()
+            if have not in linkage:
+                problems.append(f"data write GUID {have} is not the parent_linkage "
+                                f"{', '.join(sorted(linkage)) or '(none)'}")
+            if pe.logical_sector != self.logical_sector:
+                problems.append(f"logical sector size {pe.logical_sector} differs from {self.logical_sector}")
+        else:
+            self.warnings.append(f"parent {parent.path} is {pe.format_name}: linkage not checkable")
+        if parent.size != self.virtual_size:
+            problems.append(f"size {parent.size} differs from the child's {self.virtual_size}")
+        if problems and not explicit:
+            raise ParentMissingError(f"{parent.path}: " + "; ".join(problems))
+        self.warnings += [f"parent {parent.path}: {p} (accepted: chosen explicitly)" for p in problems]
+
+    # -- mapping ---------------------------------------------------------------------------
+
+    def payload_entry(self, block: int) -> int:
+        return self.bat[block + block // self.chunk_ratio]
+
+    def extents(self, offset: int, length: int) -> Iterator[Extent]:
+        end = min(offset + length, self.virtual_size)
+        bs = self.block_size
+        empty = State.BACKING if self.has_parent else State.ZERO
+        pos = offset
+        while pos < end:
+            block = pos >> self.block_shift
+            stop = min(end, (block + 1) * bs)
+            entry = self.payload_entry(block)
+            state = entry & 7
+            base = (entry & OFFSET_MASK) - block * bs
+            if state == PBS.FULLY_PRESENT:
+                yield Extent(pos, stop - pos, State.DATA, base + pos)
+            elif state == PBS.NOT_PRESENT:
+                yield Extent(pos, stop - pos, empty)
+            elif state in ZERO_STATES:
+                yield Extent(pos, stop - pos, State.ZERO)
+            elif state == PBS.PARTIALLY_PRESENT and self.has_parent:
+                yield from self._bitmap_extents(block, pos, stop, base)
+            else:
+                raise CorruptError(f"block {block} has state {state}, invalid here",
+                                   offset=self.bat_region.file_offset + 8 * (
+                                       block + block // self.chunk_ratio), path="bat")
+            pos = stop
+
+    def _bitmap_extents(self, block: int, pos: int, stop: int, base: int) -> Iterator[Extent]:
+        lss = self.logical_sector
+        bitmap = self._bitmap(block // self.chunk_ratio)
+        chunk_first = (block // self.chunk_ratio) * self.chunk_ratio * self.block_size
+        sector = (pos - chunk_first) // lss
+        limit = ceil_div(stop - chunk_first, lss)
+        while pos < stop:
+            bit = bitmaps.bit(bitmap, sector, MSB_FIRST)
+            run_end = bitmaps.run_end(bitmap, sector, bit, limit, MSB_FIRST)
+            nxt = min(stop, chunk_first + run_end * lss)
+            yield Extent(pos, nxt - pos, State.DATA, base + pos) if bit else \
+                Extent(pos, nxt - pos, State.BACKING)
+            pos, sector = nxt, run_end
+
+    def bitmap_index(self, chunk: int) -> int:
+        return chunk * (self.chunk_ratio + 1) + self.chunk_ratio
+
+    def _bitmap(self, chunk: int) -> bytearray:
+        bitmap = self._bitmaps.get(chunk)
+        if bitmap is None:
+            entry = self.bat[self.bitmap_index(chunk)]
+            if entry & 7 != SBS.PRESENT:
+                raise CorruptError(f"chunk {chunk} has partially present blocks but no sector bitmap",
+                                   path="bat")
+            bitmap = bytearray(self.backend.pread(entry & OFFSET_MASK, MIB))
+            if len(self._bitmaps) >= BITMAP_CACHE:
+                del self._bitmaps[next(iter(self._bitmaps))]
+            self._bitmaps[chunk] = bitmap
+        return bitmap
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        if self.has_parent:
+            super().readinto(offset, buf)
+            return
+        bs, shift, cr, bat = self.block_size, self.block_shift, self.chunk_ratio, self.bat
+        done, n = 0, len(buf)
+        while done < n:
+            pos = offset + done
+            block = pos >> shift
+            within = pos - (block << shift)
+            take = min(n - done, bs - within)
+            entry = bat[block + block // cr]
+            part = buf[done : done + take]
+            state = entry & 7
+            if state == PBS.FULLY_PRESENT:
+                self.backend.readinto((entry & OFFSET_MASK) + within, part)
+            elif state == PBS.NOT_PRESENT or state in ZERO_STATES:
+                fill_zero(part)
+            else:
+                raise CorruptError(f"block {block} has state {state}, invalid here", path="bat")
+            done += take
+
+    def fast_reader(self, general: Callable[[int, memoryview], None]
+                    ) -> Callable[[int, memoryview], None]:
+        fd = self._fd
+        if fd < 0 or self.has_parent:
+            return general
+        bat, shift, bs, cr, size, preadv = (self.bat, self.block_shift, self.block_size,
+                                            self.chunk_ratio, self.virtual_size, os.preadv)
+        zeros, zlen = ZEROS, len(ZEROS)
+        zero_states = frozenset(int(s) for s in ZERO_STATES | {PBS.NOT_PRESENT})
+
+        def read(offset: int, buf: memoryview) -> None:
+            n = len(buf)
+            block = offset >> shift
+            within = offset - (block << shift)
+            if within + n <= bs and offset + n <= size:
+                entry = bat[block + block // cr]
+                state = entry & 7
+                if state == 6:
+                    if preadv(fd, [buf], (entry & OFFSET_MASK) + within) == n:
+                        return
+                elif state in zero_states and n <= zlen:  # not present, zero, unmapped...
+                    buf[:] = zeros[:n]
+                    return
+            general(offset, buf)
+
+        return read
+
+    # -- sessions, headers and the log -------------------------------------------------------
+
+    def _write_header(self, log_guid: bytes | None = None, new_guids: bool = False) -> None:
+        """The header update protocol: write the next sequence into the other slot, flush;
+        then once more into the first, so both are current ([MS-VHDX] 2.2.2.1)."""
+        h = self.header
+        if log_guid is not None:
+            h.log_guid = log_guid
+        if new_guids:
+            h.file_write_guid = uuid.uuid4().bytes_le
+            h.data_write_guid = uuid.uuid4().bytes_le
+        for _ in range(2):
+            h.sequence_number += 1
+            self.header_slot ^= 1
+            h.update_checksum()
+            self.file_backend.pwrite(HEADER_SLOTS[self.header_slot], h.build())
+            self.barrier()
+
+    def _start_session(self) -> None:
+        """Before the first change: new file/data write GUIDs and a fresh log GUID."""
+        if self.session_started:
+            return
+        self.require_writable()
+        log_guid = uuid.uuid4().bytes_le
+        # an empty entry under the new GUID before the header names it: a session cut short
+        # before its first metadata change still has a valid log (openvmm does the same)
+        self.log_sequence += 1
+        empty = log.build_entry(self.log_sequence, 0, log_guid, self.file_backend.size() // MIB * MIB,
+                                round_up(self.file_backend.size(), MIB), [])
+        self.file_backend.pwrite(self.header.log_offset, empty)
+        self.barrier()
+        self._write_header(log_guid=log_guid, new_guids=True)
+        self.log_head = len(empty)
+        self.session_started = True
+
+    def _log_and_apply(self, pages: list[tuple[int, bytes]]) -> None:
+        """Metadata pages through the log: entry, flush, apply, flush."""
+        size = self.file_backend.size()
+        last = round_up(size, MIB)
+        self.log_sequence += 1
+        entry = log.build_entry(self.log_sequence, self.log_head, self.header.log_guid,
+                                size // MIB * MIB, last, pages)
+        log_len = self.header.log_length
+        if len(entry) + log.SECTOR > log_len:
+            raise UnsupportedFeatureError(f"a metadata update of {len(pages)} pages does not fit the log")
+        at = self.log_head if self.log_head + len(entry) <= log_len else 0
+        if at != self.log_head:  # wrap; the entry's tail must name its own offset
+            entry = log.build_entry(self.log_sequence, 0, self.header.log_guid,
+                                    size // MIB * MIB, last, pages)
+        self.file_backend.pwrite(self.header.log_offset + at, entry)
+        self.barrier()
+        for offset, page in pages:
+            self.file_backend.pwrite(offset, page)
+        self.barrier()
+        self.log_head = (at + len(entry)) % log_len
+
+    def _bat_pages(self, indexes: list[int]) -> list[tuple[int, bytes]]:
+        """The 4 KiB BAT pages holding `indexes`, with the in-memory entries."""
+        pages = sorted({i * 8 // log.SECTOR for i in indexes})
+        out = []
+        per = log.SECTOR // 8
+        for p in pages:
+            first = p * per
+            chunk = self.bat[first : first + per]
+            raw = vhdx.Bat(num_entries=len(chunk), entries=chunk).build()
+            if len(raw) < log.SECTOR:  # the page runs past the BAT: keep the region's bytes
+                tail_at = self.bat_region.file_offset + first * 8 + len(raw)
+                raw += self.file_backend.pread(tail_at, log.SECTOR - len(raw))
+            out.append((self.bat_region.file_offset + p * log.SECTOR, raw))
+        return out
+
+    def flush(self) -> None:
+        self.file_backend.flush()
+
+    def finish(self) -> None:
+        if self.session_started and self.writable:
+            self.barrier()
+            self._write_header(log_guid=bytes(16))  # clean: nothing left to replay
+            self.session_started = False
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.require_writable()
+        if offset < 0 or offset + len(data) > self.virtual_size:
+            raise DiskspecError(f"write at {offset} of {len(data)} bytes is outside the disk")
+        self._start_session()
+        bs, shift = self.block_size, self.block_shift
+        done = 0
+        while done < len(data):
+            pos = offset + done
+            block = pos >> shift
+            within = pos - (block << shift)
+            take = min(len(data) - done, bs - within)
+            self._write_block(block, within, data[done : done + take])
+            done += take
+
+    def _write_block(self, block: int, within: int, piece: memoryview) -> None:
+        index = block + block // self.chunk_ratio
+        entry = self.bat[index]
+        state = entry & 7
+        if state == PBS.FULLY_PRESENT:
+            self.file_backend.pwrite((entry & OFFSET_MASK) + within, piece)
+            return
+        if state == PBS.PARTIALLY_PRESENT:
+            lo, piece = self._whole_sectors(block, within, piece)
+            self.file_backend.pwrite((entry & OFFSET_MASK) + lo, piece)
+            self._set_bits(block, lo, len(piece))  # data first, then the bits (via the log)
+            return
+        # a new block: where the file ends, 1 MiB aligned, zero-filled by extension
+        at = self._allocate_space(self.block_size)
+        full = within == 0 and len(piece) == self.block_size
+        if self.has_parent and state == PBS.NOT_PRESENT and not full:
+            lo, piece = self._whole_sectors(block, within, piece)
+            self.file_backend.pwrite(at + lo, piece)
+            self.barrier()
+            self.bat[index] = at | PBS.PARTIALLY_PRESENT
+            self._set_bits(block, lo, len(piece), also=[index])
+            return
+        self.file_backend.pwrite(at + within, piece)
+        self.barrier()  # the data is durable before the BAT points at it
+        self.bat[index] = at | PBS.FULLY_PRESENT
+        self._log_and_apply(self._bat_pages([index]))
+
+    def _allocate_space(self, length: int) -> int:
+        at = round_up(self.file_backend.size(), MIB)
+        self.file_backend.truncate(at + length)
+        return at
+
+    def _whole_sectors(self, block: int, within: int, piece: memoryview) -> tuple[int, memoryview]:
+        """Widen a write to whole logical sectors, edges filled from the disk as it reads now."""
+        lss = self.logical_sector
+        start = within - within % lss
+        stop = round_up(within + len(piece), lss)
+        if start == within and stop == within + len(piece):
+            return within, piece
+        buf = bytearray(stop - start)
+        view = memoryview(buf)
+        guest = (block << self.block_shift) + start
+        if start != within:
+            self._read_guest(guest, view[:lss])
+        if stop != within + len(piece):
+            self._read_guest(guest + len(buf) - lss, view[len(buf) - lss :])
+        view[within - start : within - start + len(piece)] = piece
+        return start, view
+
+    def _read_guest(self, offset: int, buf: memoryview) -> None:
+        if self.has_parent and self.backing is None:
+            raise UnsupportedFeatureError(
+                "a partial-sector write to a differencing VHDX opened without its parent")
+        self.readinto(offset, buf)
+
+    def _set_bits(self, block: int, within: int, length: int, also: list[int] | None = None) -> None:
+        """Mark sectors present in the chunk's sector bitmap (allocating it if needed) and log
+        the changed bitmap pages together with BAT pages in one entry."""
+        chunk = block // self.chunk_ratio
+        sb_index = self.bitmap_index(chunk)
+        indexes = list(also or [])
+        if self.bat[sb_index] & 7 != SBS.PRESENT:
+            at = self._allocate_space(MIB)  # zero-filled: every sector reads from the parent
+            self.bat[sb_index] = at | SBS.PRESENT
+            self._bitmaps[chunk] = bytearray(MIB)
+            indexes.append(sb_index)
+        bitmap = self._bitmap(chunk)
+        lss = self.logical_sector
+        first = (block % self.chunk_ratio) * (self.block_size // lss) + within // lss
+        count = length // lss
+        changed = bitmaps.set_range(bitmap, first, first + count, MSB_FIRST, granule=log.SECTOR)
+        base = self.bat[sb_index] & OFFSET_MASK
+        pages = [(base + p * log.SECTOR, bytes(bitmap[p * log.SECTOR : (p + 1) * log.SECTOR]))
+                 for p in sorted(changed)]
+        if indexes:
+            self.barrier()
+            pages += self._bat_pages(indexes)
+        if pages:
+            self._log_and_apply(pages)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        blocks = ceil_div(self.virtual_size, self.block_size)
+        for b in range(blocks):
+            name = _state_name(self.payload_entry(b) & 7)
+            counts[name] = counts.get(name, 0) + 1
+        out: dict[str, Any] = {
+            "format": self.format_name,
+            "virtual-size": self.virtual_size,
+            "cluster-size": self.block_size,
+            "format-specific": {"type": "vhdx", "data": {
+                "block-size": self.block_size,
+                "logical-sector-size": self.logical_sector,
+                "physical-sector-size": self.physical_sector,
+                "subformat": "differencing" if self.has_parent else
+                ("fixed" if self.leave_allocated else "dynamic"),
+                "virtual-disk-id": guids.text(self.disk_id),
+                "data-write-guid": guids.text(self.header.data_write_guid),
+                "log-replayed-entries": self.replayed,
+                "block-states": counts,
+                **({"parent-locator": dict(self.locator)} if self.locator else {}),
+            }},
+        }
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+    def check(self, repair: bool = False) -> CheckResult:
+        from .check import check
+
+        return check(self, repair)
+
+    def resize(self, new_size: int) -> None:
+        from .resize import resize
+
+        resize(self, new_size)
+
+    @classmethod
+    def create(cls, path: Path, size: int | None, **options: Any) -> VhdxEngine:
+        from .create import create
+
+        return create(path, size, **options)
+
+
+def _state_name(state: int) -> str:
+    try:
+        return PBS(state).name.lower()
+    except ValueError:
+        return f"invalid-{state}"
+
+
+_ZERO_PAGE = bytes(log.SECTOR)
+
+
+def _overlay_put(pages: dict[int, bytes], offset: int, data: bytes | int) -> None:
+    """Record a replayed write (bytes, or a zero range's length); later writes to the same
+    4 KiB pages replace earlier ones. Zero pages share one buffer."""
+    if isinstance(data, int):
+        for i in range(0, data, log.SECTOR):
+            pages[offset + i] = _ZERO_PAGE
+        return
+    for i in range(0, len(data), log.SECTOR):
+        pages[offset + i] = data[i : i + log.SECTOR]
+
+
+def _read_locator(raw: bytes) -> dict[str, str]:
+    loc = vhdx.ParentLocator.parse(raw)
+    if loc.header.locator_type != guids.VHDX_LOCATOR_TYPE:
+        raise UnsupportedFeatureError(f"parent locator type {guids.text(loc.header.locator_type)}")
+    out: dict[str, str] = {}
+    for e in loc.entries:
+        try:
+            out[e.key] = e.value
+        except CorruptError as exc:
+            raise CorruptError(f"parent locator entry: {exc}", path="parent_locator") from None
+    return out
