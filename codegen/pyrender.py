@@ -1145,10 +1145,10 @@ class Renderer:
         if ck.covers is not None and const_int(ck.covers) is None:
             covers = f"int({covers})"
         length = (str(plan.size) if plan.size is not None else "len(cls.parse(buf, offset).build())") \
-            if ck.covers is None else "cls.parse(buf, offset)._covers()"
+            if ck.covers is None else "cls.parse(buf, offset).checksum_covers()"
         return [
             ["CHECKSUM_ALGORITHM: ClassVar[str] = " + repr(ck.algorithm)],
-            ["def _covers(self) -> int:",
+            ["def checksum_covers(self) -> int:",
              '    """How many bytes the checksum covers, from the start of the record."""',
              f"    return {covers}"],
             ["@classmethod",
@@ -1164,7 +1164,7 @@ class Renderer:
             ["def compute_checksum(self) -> int:",
              '    """The checksum this record should carry (it must cover only its own bytes)."""',
              "    data = self.build()",
-             "    n = self._covers()",
+             "    n = self.checksum_covers()",
              "    if n > len(data):",
              f"        raise _codec.BuildError('{name}: the checksum covers bytes after the record; "
              "use checksum_of() on the whole buffer')",

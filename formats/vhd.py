@@ -346,7 +346,7 @@ class Footer(_codec.Record):
 
     CHECKSUM_ALGORITHM: ClassVar[str] = 'ones-complement-sum'
 
-    def _covers(self) -> int:
+    def checksum_covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
         return len(self.build())
 
@@ -364,7 +364,7 @@ class Footer(_codec.Record):
     def compute_checksum(self) -> int:
         """The checksum this record should carry (it must cover only its own bytes)."""
         data = self.build()
-        n = self._covers()
+        n = self.checksum_covers()
         if n > len(data):
             raise _codec.BuildError('Footer: the checksum covers bytes after the record; use checksum_of() on the whole buffer')
         return _codec.checksum_with_zeroed('ones-complement-sum', data, 0, n, 64, 4)
@@ -637,7 +637,7 @@ class DynamicHeader(_codec.Record):
 
     CHECKSUM_ALGORITHM: ClassVar[str] = 'ones-complement-sum'
 
-    def _covers(self) -> int:
+    def checksum_covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
         return len(self.build())
 
@@ -655,7 +655,7 @@ class DynamicHeader(_codec.Record):
     def compute_checksum(self) -> int:
         """The checksum this record should carry (it must cover only its own bytes)."""
         data = self.build()
-        n = self._covers()
+        n = self.checksum_covers()
         if n > len(data):
             raise _codec.BuildError('DynamicHeader: the checksum covers bytes after the record; use checksum_of() on the whole buffer')
         return _codec.checksum_with_zeroed('ones-complement-sum', data, 0, n, 36, 4)

@@ -463,7 +463,7 @@ class Header(_codec.Record):
 
     CHECKSUM_ALGORITHM: ClassVar[str] = 'crc32c'
 
-    def _covers(self) -> int:
+    def checksum_covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
         return len(self.build())
 
@@ -481,7 +481,7 @@ class Header(_codec.Record):
     def compute_checksum(self) -> int:
         """The checksum this record should carry (it must cover only its own bytes)."""
         data = self.build()
-        n = self._covers()
+        n = self.checksum_covers()
         if n > len(data):
             raise _codec.BuildError('Header: the checksum covers bytes after the record; use checksum_of() on the whole buffer')
         return _codec.checksum_with_zeroed('crc32c', data, 0, n, 4, 4)
@@ -614,14 +614,14 @@ class RegionTable(_codec.Record):
 
     CHECKSUM_ALGORITHM: ClassVar[str] = 'crc32c'
 
-    def _covers(self) -> int:
+    def checksum_covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
         return 65536
 
     @classmethod
     def checksum_of(cls, buf: _codec.Buffer, offset: int = 0) -> int:
         """crc32c of the record at `offset` in `buf`, checksum field as zero."""
-        return _codec.checksum_with_zeroed('crc32c', buf, offset, cls.parse(buf, offset)._covers(), 4, 4)
+        return _codec.checksum_with_zeroed('crc32c', buf, offset, cls.parse(buf, offset).checksum_covers(), 4, 4)
 
     @classmethod
     def verify_buffer(cls, buf: _codec.Buffer, offset: int = 0) -> bool:
@@ -632,7 +632,7 @@ class RegionTable(_codec.Record):
     def compute_checksum(self) -> int:
         """The checksum this record should carry (it must cover only its own bytes)."""
         data = self.build()
-        n = self._covers()
+        n = self.checksum_covers()
         if n > len(data):
             raise _codec.BuildError('RegionTable: the checksum covers bytes after the record; use checksum_of() on the whole buffer')
         return _codec.checksum_with_zeroed('crc32c', data, 0, n, 4, 4)
@@ -2026,14 +2026,14 @@ class LogEntryHeader(_codec.Record):
 
     CHECKSUM_ALGORITHM: ClassVar[str] = 'crc32c'
 
-    def _covers(self) -> int:
+    def checksum_covers(self) -> int:
         """How many bytes the checksum covers, from the start of the record."""
         return int(self.entry_length)
 
     @classmethod
     def checksum_of(cls, buf: _codec.Buffer, offset: int = 0) -> int:
         """crc32c of the record at `offset` in `buf`, checksum field as zero."""
-        return _codec.checksum_with_zeroed('crc32c', buf, offset, cls.parse(buf, offset)._covers(), 4, 4)
+        return _codec.checksum_with_zeroed('crc32c', buf, offset, cls.parse(buf, offset).checksum_covers(), 4, 4)
 
     @classmethod
     def verify_buffer(cls, buf: _codec.Buffer, offset: int = 0) -> bool:
@@ -2044,7 +2044,7 @@ class LogEntryHeader(_codec.Record):
     def compute_checksum(self) -> int:
         """The checksum this record should carry (it must cover only its own bytes)."""
         data = self.build()
-        n = self._covers()
+        n = self.checksum_covers()
         if n > len(data):
             raise _codec.BuildError('LogEntryHeader: the checksum covers bytes after the record; use checksum_of() on the whole buffer')
         return _codec.checksum_with_zeroed('crc32c', data, 0, n, 4, 4)

@@ -8,7 +8,7 @@ The default `readinto` works from `extents()`; engines override it with a fast p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,10 +36,42 @@ class CheckResult:
         return not (self.corruptions or self.leaks or self.check_errors)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, declared once with the engine: the command line (`-o help`,
+    `check`, `rebase`), the tools and the conformance kit read it instead of trying and
+    catching UnsupportedFeatureError."""
+
+    create: bool = False
+    write: bool = False
+    #: images over a backing (parent) file: differencing VHD/VHDX, qcow2's backing file
+    backing: bool = False
+    #: can rewrite the reference to its backing file (rebase)
+    rebase: bool = False
+    resize: bool = False
+    check: bool = False
+    repair: bool = False
+    #: can be the parent that `commit` writes into
+    commit_target: bool = False
+    #: internal snapshots
+    snapshots: bool = False
+    #: guest offset N is byte N of the file (raw): data can be copied file to file
+    identity_map: bool = False
+    #: create options in qemu-img's names -> their `-o help` text
+    create_options: Mapping[str, str] = field(default_factory=dict)
+    #: the create options that make an image over a backing file (`-b`)
+    backing_create: Mapping[str, object] = field(default_factory=dict)
+    #: named kinds of image and the create options that make each (the conformance kit
+    #: runs its workloads over every kind; the first is the default)
+    variants: Mapping[str, Mapping[str, object]] = field(default_factory=lambda: {"default": {}})
+
+
 class Engine(ABC):
-    """An open image of one format. Subclasses set `format_name` and implement the rest."""
+    """An open image of one format. Subclasses set `format_name` and `capabilities` and
+    implement the rest."""
 
     format_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
     #: a file of this format can be recognised only by its extension (fixed VHD)
     extension_only: ClassVar[bool] = False
 
@@ -107,6 +139,12 @@ class Engine(ABC):
     def parent_candidates(self) -> list[tuple[str, Path]]:
         """Where the parent may be, in the order to try: (how it was found, path)."""
         return []
+
+    def set_backing(self, parent: Image | None, path: Path | None, check_only: bool = False) -> None:
+        """Make `parent` (at `path`; None: no backing file) this image's backing file; with
+        `check_only`, only raise if it cannot be (nothing is written). Engines whose
+        capabilities say `rebase` implement it."""
+        raise UnsupportedFeatureError(f"changing the backing file of {self.format_name} images")
 
     def accept_parent(self, parent: Any, explicit: bool) -> None:  # noqa: B027 - optional hook
         """Raise ParentMissingError when `parent` (an Image) is not this image's parent.

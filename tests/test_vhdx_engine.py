@@ -382,7 +382,7 @@ def abandon(image: ds.Image) -> None:
 def crash_in_log_write(image: ds.Image, offset: int, data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     """Write `data` (into unallocated space): its metadata update stops after the log entry is
     written and flushed, before it is applied; the image is abandoned there."""
-    original = VhdxEngine._log_and_apply
+    original = VhdxEngine.log_and_apply
 
     def log_then_crash(self: VhdxEngine, pages: list[tuple[int, bytes]]) -> None:
         def barrier() -> None:  # the flush right after the log entry, then the power cut
@@ -393,7 +393,7 @@ def crash_in_log_write(image: ds.Image, offset: int, data: bytes, monkeypatch: p
         original(self, pages)
 
     with monkeypatch.context() as m:
-        m.setattr(VhdxEngine, "_log_and_apply", log_then_crash)
+        m.setattr(VhdxEngine, "log_and_apply", log_then_crash)
         image.seek(offset)
         with pytest.raises(Crash):
             image.write(data)

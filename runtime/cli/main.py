@@ -315,12 +315,11 @@ def cmd_check(argv: list[str]) -> int:
     image, name = open_arg(a.filename, a.fmt, a.image_opts, mode="r+" if a.repair else "r",
                            backing=False, share=a.force_share)
     with image:
-        try:
-            report = check(image, a.repair, name)
-        except UnsupportedFeatureError as exc:
+        if not image.engine.capabilities.check:
             if not a.quiet:
-                err(f"This image format does not support checks ({exc})")
+                err(f"This image format does not support checks ({image.format})")
             return 63
+        report = check(image, a.repair, name)
     if not a.quiet:
         _check_details(report)
         if a.output == "json":

@@ -3,10 +3,8 @@
 `-o key=val,key2=val2` (create options; `,,` is a literal comma), `--image-opts
 driver=vpc,file.filename=X,force_size_calc=chs` (open options), and the option lists that
 `-o help` prints. qemu's option names are translated where ours differ (force_size_calc ->
-size_rule, backing_file -> parent). The option lists come from the engine class when it
-declares them (`create_options`, a name -> help mapping, and `backing_create_options`, the
-options that turn a create into an image over a backing file); the tables below hold them for
-the engines that do not declare them yet.
+size_rule, backing_file -> parent). The option lists come from each engine's declaration
+(`Engine.capabilities`: `create_options` for `-o help`, `backing_create` for `-b`).
 """
 
 from __future__ import annotations
@@ -19,39 +17,6 @@ from typing import Any
 from ..errors import DiskspecError, UnsupportedFeatureError
 from ..registry import engine_for
 from .units import parse_size
-
-#: create options per format (qemu-img's names), for engines that do not declare them
-CREATE_OPTIONS: dict[str, dict[str, str]] = {
-    "raw": {
-        "size": "Virtual disk size",
-        "preallocation": "Preallocation mode (only 'off' is supported)",
-    },
-    "vpc": {
-        "size": "Virtual disk size (rounded up to a CHS geometry unless force_size=on)",
-        "subformat": "Type of virtual hard disk file: dynamic (default), fixed or differencing",
-        "force_size": "Keep the exact size given (creator 'qem2'; no CHS rounding) [on/off]",
-        "block_size": "Block size of a dynamic or differencing image (default 2M, a power of two)",
-        "creator": "Creator application tag (up to 4 characters)",
-        "backing_file": "Parent image of a differencing image (same as -b)",
-        "backing_fmt": "Format of the parent image (same as -F)",
-    },
-    "vhdx": {
-        "size": "Virtual disk size (at most 64 TiB)",
-        "subformat": "Type of virtual hard disk file: dynamic (default), fixed or differencing",
-        "block_size": "Block size (0 = auto: 8M up to 1G, 16M up to 100G, 32M up to 32T, 64M above;"
-                      " else a power of two from 1M to 256M)",
-        "log_size": "Log size (a multiple of 1M, default 1M)",
-        "block_state_zero": "Mark the blocks of a new image ZERO rather than NOT_PRESENT [on/off]",
-        "logical_sector_size": "Logical sector size (512 or 4096)",
-        "physical_sector_size": "Physical sector size (512 or 4096)",
-        "backing_file": "Parent image of a differencing image (same as -b)",
-        "backing_fmt": "Format of the parent image (same as -F)",
-    },
-}
-
-#: options that make a create of this format an image over a backing file (`-b`)
-BACKING_CREATE: dict[str, dict[str, Any]] = {"vpc": {"subformat": "differencing"},
-                                              "vhdx": {"subformat": "differencing"}}
 
 #: qemu's open-option names where ours differ
 OPEN_ALIASES = {"force_size_calc": "size_rule"}
@@ -116,11 +81,7 @@ def wants_help(texts: Iterable[str]) -> bool:
 
 
 def create_option_help(fmt: str) -> dict[str, str]:
-    cls = engine_for(fmt)
-    declared = getattr(cls, "create_options", None)
-    if isinstance(declared, dict):
-        return dict(declared)
-    return dict(CREATE_OPTIONS.get(cls.format_name, {"size": "Virtual disk size"}))
+    return dict(engine_for(fmt).capabilities.create_options or {"size": "Virtual disk size"})
 
 
 def format_option_help(fmt: str) -> str:
@@ -135,12 +96,8 @@ def format_option_help(fmt: str) -> str:
 def backing_create_options(fmt: str) -> dict[str, Any] | None:
     """The create options that make a `fmt` image over a backing file; None for a format
     whose images have no backing file."""
-    cls = engine_for(fmt)
-    declared = getattr(cls, "backing_create_options", None)
-    if isinstance(declared, dict):
-        return dict(declared)
-    known = BACKING_CREATE.get(cls.format_name)
-    return None if known is None else dict(known)
+    caps = engine_for(fmt).capabilities
+    return dict(caps.backing_create) if caps.backing else None
 
 
 @dataclass

@@ -388,7 +388,7 @@ def checksum_verdict(cls: type[Any], record: Any, buf: bytes, offset: int, base:
                      covers: int | None = None) -> Verdict:
     """Stored vs computed checksum of a record at `offset` of `buf` (file offset `base`)."""
     row = next(r for r in cls.FIELDS if r.name == "checksum")
-    n = covers if covers is not None else record._covers()
+    n = covers if covers is not None else record.checksum_covers()
     algorithm: str = cls.CHECKSUM_ALGORITHM
     stored = int(record.checksum)
     if offset + n > len(buf):

@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..engines.raw.engine import RawEngine
 from ..errors import DiskspecError
 from ..image import Image
 from ..util import ZEROS
@@ -120,7 +119,7 @@ class Copier:
         self.stats = stats
         self.progress = progress
         #: a raw target maps guest offsets 1:1 onto its file: data can go file to file
-        self.out_fd = file_fd(out) if isinstance(out.engine, RawEngine) else -1
+        self.out_fd = file_fd(out) if out.engine.capabilities.identity_map else -1
         #: start the disk writes of what was copied while copying goes on, so that the final
         #: fsync finds little left to do (Linux; a hint only, durability is still the fsync's)
         start = getattr(out.engine.backend, "start_writeback", None)

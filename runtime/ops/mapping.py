@@ -27,7 +27,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..engines.raw.engine import RawEngine
 from ..extent import State
 from ..image import Image
 
@@ -78,7 +77,7 @@ def block_status(image: Image, offset: int = 0, length: int | None = None, *,
 
 def _layer(image: Image, depth: int, offset: int, length: int, host_holes: HostHoles
            ) -> Iterator[MapEntry]:
-    raw = isinstance(image.engine, RawEngine)
+    raw = image.engine.capabilities.identity_map
     if host_holes != "none" and not _has_holes(image):
         host_holes = "none"  # nothing to find: no lseek pair per extent
     for e in image.extents(offset, length):

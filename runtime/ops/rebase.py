@@ -44,15 +44,14 @@ def rebase(path: str | os.PathLike[str], backing: str | None, *, fmt: str | None
     new: Image | None = None
     try:
         engine = child.engine
-        setter = getattr(engine, "set_backing", None)
-        if not callable(setter):
+        if not engine.capabilities.rebase:
             raise UnsupportedFeatureError(f"changing the backing file of {engine.format_name} images")
         new_path = resolve_backing(child.path, backing) if backing else None
         if new_path is not None:
             new = open_image(new_path, format=backing_format, share=share)
-        setter(new, new_path, check_only=True)
+        engine.set_backing(new, new_path, check_only=True)
         copied = 0 if unsafe else _copy_differences(child, new, progress)
-        setter(new, new_path)
+        engine.set_backing(new, new_path)
         child.flush()
         return copied
     finally:

@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from ...backend import FileBackend
-from ...engine import Engine
+from ...engine import Capabilities, Engine
 from ...errors import DiskspecError
 from ...extent import Extent, State
 
 
 class RawEngine(Engine):
     format_name = "raw"
+    capabilities = Capabilities(
+        create=True, write=True, resize=True, commit_target=True, identity_map=True,
+        create_options={"size": "Virtual disk size",
+                        "preallocation": "Preallocation mode (only 'off' is supported)"})
 
     @classmethod
     def probe(cls, head: bytes, tail: bytes, path: Path) -> int:

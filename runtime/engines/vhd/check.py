@@ -109,7 +109,7 @@ def _check_blocks(engine: VhdEngine, result: CheckResult, repair: bool) -> None:
     if repair and dropped:
         for block in dropped:
             engine.bat[block] = UNALLOCATED
-        engine._write_bat(dropped)
+        engine.write_bat(dropped)
         result.repaired.append(f"cleared {len(dropped)} BAT entries that pointed past the end")
 
 

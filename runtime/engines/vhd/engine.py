@@ -18,7 +18,7 @@ from diskspec.formats import vhd
 
 from ... import bitmap as bitmaps
 from ...backend import Backend, FileBackend, SplitBackend
-from ...engine import CheckResult, Engine
+from ...engine import Capabilities, CheckResult, Engine
 from ...errors import (
     ChecksumError,
     CorruptError,
@@ -49,6 +49,22 @@ ALIGN = 4096
 
 class VhdEngine(Engine):
     format_name = "vpc"
+    capabilities = Capabilities(
+        create=True, write=True, backing=True, rebase=True, resize=True, check=True, repair=True,
+        commit_target=True,
+        create_options={
+            "size": "Virtual disk size (rounded up to a CHS geometry unless force_size=on)",
+            "subformat": "Type of virtual hard disk file: dynamic (default), fixed or differencing",
+            "force_size": "Keep the exact size given (creator 'qem2'; no CHS rounding) [on/off]",
+            "block_size": "Block size of a dynamic or differencing image (default 2M, a power of two)",
+            "creator": "Creator application tag (up to 4 characters)",
+            "backing_file": "Parent image of a differencing image (same as -b)",
+            "backing_fmt": "Format of the parent image (same as -F)",
+        },
+        backing_create={"subformat": "differencing"},
+        variants={"dynamic": {"subformat": "dynamic", "force_size": True},
+                  "fixed": {"subformat": "fixed", "force_size": True},
+                  "dynamic-512k": {"subformat": "dynamic", "force_size": True, "block_size": 512 << 10}})
 
     def __init__(self, backend: Backend, footer: vhd.Footer, size_rule: str):
         super().__init__(backend)
@@ -355,6 +371,10 @@ class VhdEngine(Engine):
             self._bitmaps[block] = bitmap
         return bitmap
 
+    def forget_bitmaps(self) -> None:
+        """Drop the cached sector bitmaps (after blocks moved in the file)."""
+        self._bitmaps.clear()
+
     # -- reading: one positioned read per block in the common case -------------------------
 
     def readinto(self, offset: int, buf: memoryview) -> None:
@@ -555,12 +575,12 @@ class VhdEngine(Engine):
         # 3. the BAT entries: only now do the blocks become part of the disk
         for i, (block, _, _) in enumerate(pending):
             self.bat[block] = (start + i * span) // SECTOR
-        self._write_bat([b for b, _, _ in pending])
+        self.write_bat([b for b, _, _ in pending])
         self.barrier()
         self.data_end = new_end
         self.file_size = max(self.file_size, new_end + FOOTER)
 
-    def _write_bat(self, blocks: list[int]) -> None:
+    def write_bat(self, blocks: list[int]) -> None:
         """Write the BAT entries of `blocks`, coalescing neighbours into one write."""
         assert self.header is not None
         blocks = sorted(set(blocks))

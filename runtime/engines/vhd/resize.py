@@ -98,7 +98,7 @@ def _make_room(engine: VhdEngine, bat_end: int) -> None:
         start = entry * SECTOR
         if entry != UNALLOCATED and table < start + span and start < bat_end:
             engine.bat[block] = _move(engine, start, span) // SECTOR
-            engine._write_bat([block])
+            engine.write_bat([block])
             engine.barrier()
     moved = False
     for loc in header.parent_locators:
@@ -131,5 +131,5 @@ def _move(engine: VhdEngine, start: int, length: int) -> int:
     engine.barrier()
     engine.data_end = new + length
     engine.file_size = max(engine.file_size, engine.data_end + SECTOR)
-    engine._bitmaps.clear()
+    engine.forget_bitmaps()
     return new

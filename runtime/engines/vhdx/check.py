@@ -59,18 +59,18 @@ def check(engine: VhdxEngine, repair: bool) -> CheckResult:
             result.corruptions.append(f"{b_name} at {b_start:#x} overlaps {a_name}")
     if repair:
         if any(d.startswith("header") for d in damaged):
-            engine._write_header()
+            engine.write_header()
             result.repaired += [f"rewrote {d.split(' at ')[0]}" for d in damaged if d.startswith("header")]
         if any(d.startswith("region table") for d in damaged):
-            engine._start_session()  # region tables change through the log
+            engine.start_session()  # region tables change through the log
             pages = [(at + i, engine.region_raw[i : i + 4096])
                      for at in REGION_SLOTS for i in range(0, len(engine.region_raw), 4096)]
-            engine._log_and_apply(pages)
+            engine.log_and_apply(pages)
             result.repaired.append("rewrote both region tables from the valid copy")
         if bad:
-            engine._start_session()
+            engine.start_session()
             for index in bad:
                 engine.bat[index] = PBS.NOT_PRESENT
-            engine._log_and_apply(engine._bat_pages(bad))
+            engine.log_and_apply(engine.bat_pages(bad))
             result.repaired.append(f"marked {len(bad)} blocks that pointed past the end as not present")
     return result

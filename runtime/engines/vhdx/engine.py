@@ -18,7 +18,7 @@ from diskspec.formats import vhdx
 
 from ... import bitmap as bitmaps
 from ...backend import Backend, FileBackend
-from ...engine import CheckResult, Engine
+from ...engine import Capabilities, CheckResult, Engine
 from ...errors import (
     CorruptError,
     DiskspecError,
@@ -50,6 +50,26 @@ BITMAP_CACHE = 8
 
 class VhdxEngine(Engine):
     format_name = "vhdx"
+    capabilities = Capabilities(
+        create=True, write=True, backing=True, resize=True, check=True, repair=True,
+        commit_target=True,
+        create_options={
+            "size": "Virtual disk size (at most 64 TiB)",
+            "subformat": "Type of virtual hard disk file: dynamic (default), fixed or differencing",
+            "block_size": "Block size (0 = auto: 8M up to 1G, 16M up to 100G, 32M up to 32T, 64M above;"
+                          " else a power of two from 1M to 256M)",
+            "log_size": "Log size (a multiple of 1M, default 1M)",
+            "block_state_zero": "Mark the blocks of a new image ZERO rather than NOT_PRESENT [on/off]",
+            "logical_sector_size": "Logical sector size (512 or 4096)",
+            "physical_sector_size": "Physical sector size (512 or 4096)",
+            "backing_file": "Parent image of a differencing image (same as -b)",
+            "backing_fmt": "Format of the parent image (same as -F)",
+        },
+        backing_create={"subformat": "differencing"},
+        variants={"dynamic": {"subformat": "dynamic", "block_size": 1 << 20},
+                  "fixed": {"subformat": "fixed", "block_size": 1 << 20},
+                  "dynamic-4k": {"subformat": "dynamic", "block_size": 1 << 20,
+                                 "logical_sector_size": 4096}})
 
     def __init__(self, backend: Backend):
         super().__init__(backend)
@@ -150,7 +170,7 @@ class VhdxEngine(Engine):
         if self.writable:
             # the file changes: a new FileWriteGuid first ([MS-VHDX] 2.2.2)
             self.header.file_write_guid = uuid.uuid4().bytes_le
-            self._write_header()
+            self.write_header()
             for offset, data in writes:
                 if isinstance(data, int):
                     self._write_zeros(offset, data)
@@ -159,7 +179,7 @@ class VhdxEngine(Engine):
             if self.backend.size() < size:
                 self.backend.truncate(size)
             self.backend.flush()
-            self._write_header(log_guid=bytes(16))
+            self.write_header(log_guid=bytes(16))
             self.warnings.append(f"replayed {len(entries)} log entries into the file")
             return
         pages: dict[int, bytes] = {}
@@ -439,7 +459,7 @@ class VhdxEngine(Engine):
 
     # -- sessions, headers and the log -------------------------------------------------------
 
-    def _write_header(self, log_guid: bytes | None = None, new_guids: bool = False) -> None:
+    def write_header(self, log_guid: bytes | None = None, new_guids: bool = False) -> None:
         """The header update protocol: write the next sequence into the other slot, flush;
         then once more into the first, so both are current ([MS-VHDX] 2.2.2.1)."""
         h = self.header
@@ -455,7 +475,7 @@ class VhdxEngine(Engine):
             self.file_backend.pwrite(HEADER_SLOTS[self.header_slot], h.build())
             self.barrier()
 
-    def _start_session(self) -> None:
+    def start_session(self) -> None:
         """Before the first change: new file/data write GUIDs and a fresh log GUID."""
         if self.session_started:
             return
@@ -468,11 +488,11 @@ class VhdxEngine(Engine):
                                 round_up(self.file_backend.size(), MIB), [])
         self.file_backend.pwrite(self.header.log_offset, empty)
         self.barrier()
-        self._write_header(log_guid=log_guid, new_guids=True)
+        self.write_header(log_guid=log_guid, new_guids=True)
         self.log_head = len(empty)
         self.session_started = True
 
-    def _log_and_apply(self, pages: list[tuple[int, bytes]]) -> None:
+    def log_and_apply(self, pages: list[tuple[int, bytes]]) -> None:
         """Metadata pages through the log: entry, flush, apply, flush."""
         size = self.file_backend.size()
         last = round_up(size, MIB)
@@ -493,7 +513,7 @@ class VhdxEngine(Engine):
         self.barrier()
         self.log_head = (at + len(entry)) % log_len
 
-    def _bat_pages(self, indexes: list[int]) -> list[tuple[int, bytes]]:
+    def bat_pages(self, indexes: list[int]) -> list[tuple[int, bytes]]:
         """The 4 KiB BAT pages holding `indexes`, with the in-memory entries."""
         pages = sorted({i * 8 // log.SECTOR for i in indexes})
         out = []
@@ -514,7 +534,7 @@ class VhdxEngine(Engine):
     def finish(self) -> None:
         if self.session_started and self.writable:
             self.barrier()
-            self._write_header(log_guid=bytes(16))  # clean: nothing left to replay
+            self.write_header(log_guid=bytes(16))  # clean: nothing left to replay
             self.session_started = False
 
     # -- writing ---------------------------------------------------------------------------
@@ -523,7 +543,7 @@ class VhdxEngine(Engine):
         self.require_writable()
         if offset < 0 or offset + len(data) > self.virtual_size:
             raise DiskspecError(f"write at {offset} of {len(data)} bytes is outside the disk")
-        self._start_session()
+        self.start_session()
         bs, shift = self.block_size, self.block_shift
         done = 0
         while done < len(data):
@@ -547,7 +567,7 @@ class VhdxEngine(Engine):
             self._set_bits(block, lo, len(piece))  # data first, then the bits (via the log)
             return
         # a new block: where the file ends, 1 MiB aligned, zero-filled by extension
-        at = self._allocate_space(self.block_size)
+        at = self.allocate_space(self.block_size)
         full = within == 0 and len(piece) == self.block_size
         if self.has_parent and state == PBS.NOT_PRESENT and not full:
             lo, piece = self._whole_sectors(block, within, piece)
@@ -559,9 +579,9 @@ class VhdxEngine(Engine):
         self.file_backend.pwrite(at + within, piece)
         self.barrier()  # the data is durable before the BAT points at it
         self.bat[index] = at | PBS.FULLY_PRESENT
-        self._log_and_apply(self._bat_pages([index]))
+        self.log_and_apply(self.bat_pages([index]))
 
-    def _allocate_space(self, length: int) -> int:
+    def allocate_space(self, length: int) -> int:
         at = round_up(self.file_backend.size(), MIB)
         self.file_backend.truncate(at + length)
         return at
@@ -596,7 +616,7 @@ class VhdxEngine(Engine):
         sb_index = self.bitmap_index(chunk)
         indexes = list(also or [])
         if self.bat[sb_index] & 7 != SBS.PRESENT:
-            at = self._allocate_space(MIB)  # zero-filled: every sector reads from the parent
+            at = self.allocate_space(MIB)  # zero-filled: every sector reads from the parent
             self.bat[sb_index] = at | SBS.PRESENT
             self._bitmaps[chunk] = bytearray(MIB)
             indexes.append(sb_index)
@@ -610,9 +630,9 @@ class VhdxEngine(Engine):
                  for p in sorted(changed)]
         if indexes:
             self.barrier()
-            pages += self._bat_pages(indexes)
+            pages += self.bat_pages(indexes)
         if pages:
-            self._log_and_apply(pages)
+            self.log_and_apply(pages)
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -41,23 +41,23 @@ def resize(engine: VhdxEngine, new_size: int) -> None:
     if entries * 8 > engine.bat_region.length:
         raise UnsupportedFeatureError(f"growing to {new_size} bytes needs a BAT region larger than "
                                       f"{engine.bat_region.length} bytes (moving it)")
-    engine._start_session()
+    engine.start_session()
     old_entries = len(engine.bat)
     if entries > old_entries:
         engine.bat.extend(array(engine.bat.typecode, bytes(8 * (entries - old_entries))))
         if engine.leave_allocated:  # a fixed image stays fully allocated
             for b in range(ceil_div(old_size, engine.block_size), blocks):
-                at = engine._allocate_space(engine.block_size)
+                at = engine.allocate_space(engine.block_size)
                 engine.bat[b + b // cr] = at | vhdx.PayloadBlockState.FULLY_PRESENT
     changed = list(range(min(entries, old_entries), max(entries, old_entries)))
-    pages = engine._bat_pages(changed) if changed else []
+    pages = engine.bat_pages(changed) if changed else []
     if entries < old_entries:
         del engine.bat[entries:]
         # dropped entries read back as not present: zero them in their pages
         pages = [(at, _clear_tail(engine, at, page, entries)) for at, page in pages]
     pages.append(_size_page(engine, new_size))
     engine.barrier()
-    engine._log_and_apply(sorted(dict(pages).items()))
+    engine.log_and_apply(sorted(dict(pages).items()))
     engine.virtual_size = new_size
 
 
