@@ -50,7 +50,7 @@ from pathlib import Path
 from common import MAX_RUN, runs, warm
 
 import diskspec.runtime as ds
-from diskspec.runtime.cli.main import target_options
+from diskspec.runtime.cli.common import target_options
 from diskspec.runtime.cli.options import parse_options
 from diskspec.runtime.ops.convert import convert
 

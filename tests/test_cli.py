@@ -32,6 +32,7 @@ import pytest
 import diskspec.runtime as ds
 from diskspec.formats import vhd, vhdx
 from diskspec.runtime.cli import main as cli
+from diskspec.runtime.cli.common import ProgressBar
 from diskspec.runtime.cli.units import parse_size, size_to_str
 from diskspec.runtime.engine import Engine
 from diskspec.runtime.errors import DiskspecError, UnsupportedFeatureError
@@ -498,13 +499,13 @@ def test_convert_progress_bar_only_on_a_terminal() -> None:
             return True
 
     stream = Tty()
-    bar = cli.ProgressBar(True, stream)
+    bar = ProgressBar(True, stream)
     for done in (0, 50, 100):
         bar(done, 100)
     bar.close()
     assert "(100.00/100%)" in stream.getvalue() and stream.getvalue().endswith("\n")
     quiet = io.StringIO()
-    cli.ProgressBar(True, quiet)(50, 100)
+    ProgressBar(True, quiet)(50, 100)
     assert quiet.getvalue() == ""
 
 
@@ -972,7 +973,7 @@ def test_start_up_imports_stay_lean() -> None:
     does not need for most commands (logging, concurrent.futures, json, shutil: ~7 ms per
     start together); a short convert feels every millisecond of start-up."""
     code = ("import sys; before = set(sys.modules); "
-            "import diskspec.runtime.cli.main as c, diskspec.runtime.ops.convert, "
+            "import diskspec.runtime.cli.main, diskspec.runtime.cli.copy as c, diskspec.runtime.ops.convert, "
             "diskspec.runtime.engines.vhd.engine, diskspec.runtime.engines.vhdx.engine; "
             "c.Parser('convert', '').add_argument('-f'); "
             "print(' '.join(sorted(set(sys.modules) - before)))")
