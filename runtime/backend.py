@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, cast
 
-from .errors import ReadOnlyError, TruncatedError
+from .errors import DiskspecError, ReadOnlyError, TruncatedError
 from .locking import lock
+from .policy import kind_refusal
 
 
 class Backend(Protocol):
@@ -52,19 +54,35 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return cast(Callable[[int, int, int, int], int], fn)
 
 
+def open_file(path: Path, flags: int, devices: bool = False) -> int:
+    """os.open for a file that holds an image: a regular file (or, with `devices`, a block
+    device). Opened non-blocking first, so that a FIFO is refused instead of waiting forever
+    for a writer; the descriptor blocks as usual afterwards."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    try:
+        why = kind_refusal(os.fstat(fd).st_mode, devices)
+        if why is not None:
+            raise DiskspecError(f"{path}: {why}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class FileBackend:
-    """One regular file."""
+    """One regular file (or a block device, for raw images)."""
 
     def __init__(self, path: str | os.PathLike[str], writable: bool = False,
-                 create: bool = False, *, share: bool = False):
+                 create: bool = False, *, share: bool = False, devices: bool = False):
         """`share` (read-only files only): qemu's -U, open even if another process holds
-        the file (see locking)."""
+        the file (see locking). `devices`: a block device is accepted too."""
         self.path = Path(path)
         self.writable = writable or create
-        flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC
+        flags = os.O_RDWR if self.writable else os.O_RDONLY
         if create:
             flags |= os.O_CREAT | os.O_EXCL
-        self.fd = os.open(self.path, flags, 0o644)
+        self.fd = open_file(self.path, flags, devices)
         try:
             lock(self.fd, self.path, self.writable, share)
         except BaseException:
@@ -74,7 +92,9 @@ class FileBackend:
 
     def size(self) -> int:
         if self._size is None:
-            self._size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            # a block device's st_size is 0: its size is where its end is
+            self._size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(self.fd, 0, os.SEEK_END)
         return self._size
 
     def pread(self, offset: int, length: int) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any
 from .engine import Engine
 from .errors import CorruptError, DiskspecError, ParentMissingError, ReadOnlyError
 from .extent import Extent
+from .policy import DEFAULT, Policy, check_policy, named_file, refusal
 from .registry import engine_for, probe
 
 MAX_CHAIN = 64  # deeper chains are treated as corrupt (they are loops in practice)
@@ -176,13 +177,16 @@ class Image(io.RawIOBase):
 
 def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = None, *,  # noqa: A001
          parent: str | os.PathLike[str] | Image | None = None, backing: bool = True,
-         share: bool = False, **options: Any) -> Image:
+         share: bool = False, backing_policy: str = DEFAULT, **options: Any) -> Image:
     """Open an image as a file object over its guest disk.
 
     mode: "r" (read-only, the file is never written) or "r+" (read-write).
     format: the engine ("vpc"/"vhd", "raw", ...); probed from the content when None.
     parent: open a differencing image over this parent, skipping the identity checks.
     backing: False to open the image alone (unallocated data then reads as zeros).
+    backing_policy: where the parents an image names may be (see diskspec.runtime.policy):
+        "confined" (default: under the image's directory, regular files, no raw parent
+        unless named by `parent`) or "any" (wherever the image says, as qemu).
     share: open read-only even while another process (a running VM) holds the image, like
         qemu's -U; without it an image in use raises ImageInUseError (qemu's image locks).
     options: engine options, e.g. size_rule="chs" | "current_size" for VHD.
@@ -191,12 +195,14 @@ def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = Non
         raise DiskspecError(f"mode must be 'r' or 'r+', not {mode!r} (use create() for new images)")
     if share and "+" in mode:
         raise DiskspecError("share (-U) opens images read-only only")
-    return _open(Path(path), "+" in mode, format, parent, backing, options, [], share)
+    return _open(Path(path), "+" in mode, format, parent, backing, options, [], share,
+                 check_policy(backing_policy))
 
 
 def _open(path: Path, writable: bool, format: str | None,
           parent: str | os.PathLike[str] | Image | None, backing: bool,
-          options: dict[str, Any], seen: list[Path], share: bool = False) -> Image:
+          options: dict[str, Any], seen: list[Path], share: bool = False,
+          policy: Policy = DEFAULT) -> Image:
     real = path.resolve()
     if real in seen:
         raise CorruptError(f"backing chain loops back to {path}")
@@ -210,7 +216,7 @@ def _open(path: Path, writable: bool, format: str | None,
     image = Image(engine, path)
     try:
         if backing and engine.needs_parent:
-            engine.backing = _open_parent(image, parent, options, [*seen, real], share)
+            engine.backing = _open_parent(image, parent, [*seen, real], share, policy)
     except BaseException:
         image.close()
         raise
@@ -218,22 +224,34 @@ def _open(path: Path, writable: bool, format: str | None,
 
 
 def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
-                 options: dict[str, Any], seen: list[Path], share: bool = False) -> Image:
+                 seen: list[Path], share: bool = False, policy: Policy = DEFAULT,
+                 explicit: bool = True) -> Image:
+    """The parent of `child`: the one the caller names (any file it likes; with `explicit`,
+    identity mismatches are only warnings), else the first of the image's own candidates
+    that the backing policy admits and whose identity matches."""
     engine = child.engine
     if isinstance(parent, Image):
-        engine.accept_parent(parent, explicit=True)
+        engine.accept_parent(parent, explicit=explicit)
         return parent
     if parent is not None:
-        image = _open(Path(parent), False, None, None, True, {}, seen, share)
-        engine.accept_parent(image, explicit=True)
+        image = _open(Path(parent), False, None, None, True, {}, seen, share, policy)
+        try:
+            engine.accept_parent(image, explicit=explicit)
+        except BaseException:
+            image.close()
+            raise
         return image
     tried: list[str] = []
     for how, candidate in engine.parent_candidates():
-        if not candidate.is_file():
-            tried.append(f"{how} {candidate} (missing)")
+        why = refusal(child.path, candidate, policy)
+        if why is not None:
+            tried.append(f"{how} {candidate} ({why})")
             continue
-        image = _open(candidate, False, None, None, True, {}, seen, share)
+        image = _open(candidate, False, None, None, True, {}, seen, share, policy)
         try:
+            if policy == "confined" and image.format == "raw":
+                raise ParentMissingError("a raw file is a parent only when named explicitly "
+                                         "(parent=..., -b), or under backing_policy='any'")
             engine.accept_parent(image, explicit=False)
         except ParentMissingError as exc:
             image.close()
@@ -250,8 +268,10 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
         + ". Pass parent=... to open it over a parent of your choice.")
 
 
-def create(path: str | os.PathLike[str], format: str, size: int | None, **options: Any) -> Image:
-    """Create a new image and return it open read-write."""
+def create(path: str | os.PathLike[str], format: str, size: int | None, *,
+           backing_policy: str = DEFAULT, **options: Any) -> Image:
+    """Create a new image and return it open read-write; `backing_policy` is open()'s, for
+    the parents of the parent named by `parent=`."""
     target = Path(path)
     if target.exists():
         raise DiskspecError(f"{target} exists; refusing to overwrite it")
@@ -260,7 +280,12 @@ def create(path: str | os.PathLike[str], format: str, size: int | None, **option
     image = Image(engine, target)
     if engine.needs_parent:
         try:
-            engine.backing = _open_parent(image, None, {}, [target.resolve()])
+            # the parent the caller named (the engine stored it in the new image's locators),
+            # held to every rule: a new child must fit its parent
+            named = options.get("parent")
+            named = None if named is None else named_file(target, named)
+            engine.backing = _open_parent(image, named, [target.resolve()],
+                                          policy=check_policy(backing_policy), explicit=False)
         except BaseException:
             image.close()
             target.unlink(missing_ok=True)  # never leave a half-made image behind

@@ -6,6 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
+from .backend import open_file
 from .engine import Engine
 from .errors import DiskspecError, NotThisFormatError, UnsupportedFeatureError
 from .foreign import foreign_format
@@ -43,15 +44,17 @@ def probe(path: Path) -> type[Engine]:
     """The engine that recognises the file by its content; raw when none does, unless the
     file carries the magic of a format without an engine (then an UnsupportedFeatureError)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(PROBE_BYTES)
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - PROBE_BYTES))
-            tail = f.read(PROBE_BYTES)
+        fd = open_file(path, os.O_RDONLY, devices=True)
     except FileNotFoundError:
         raise DiskspecError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DiskspecError(f"{path}: is a directory") from None
+    try:
+        head = os.pread(fd, PROBE_BYTES, 0)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        tail = os.pread(fd, PROBE_BYTES, max(0, size - PROBE_BYTES))
+    finally:
+        os.close(fd)
     scored = sorted(((cls.probe(head, tail, path), name, cls) for name, cls in engines().items()),
                     key=lambda t: (t[0], t[1]), reverse=True)
     best, name, cls = scored[0]

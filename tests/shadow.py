@@ -44,11 +44,12 @@ def op_lists(longest: int) -> st.SearchStrategy[list[Op]]:
         min_size=1, max_size=10)
 
 
-def run_ops(path: Path, shadow: bytearray, workload: list[Op]) -> None:
+def run_ops(path: Path, shadow: bytearray, workload: list[Op], **kwargs: Any) -> None:
     """Apply the workload read-write (offsets wrap around the disk), then check that the
-    image reads as the shadow and that its engine's check finds it clean."""
+    image reads as the shadow and that its engine's check finds it clean (open() takes
+    `kwargs`)."""
     size = len(shadow)
-    image = ds.open(path, "r+")
+    image = ds.open(path, "r+", **kwargs)
     try:
         for op, offset, length, seed in workload:
             offset %= size
@@ -60,9 +61,9 @@ def run_ops(path: Path, shadow: bytearray, workload: list[Op]) -> None:
                 assert image.read(length) == shadow[offset : offset + length]
             else:
                 image.close()
-                image = ds.open(path, "r+")
+                image = ds.open(path, "r+", **kwargs)
     finally:
         image.close()
-    assert sha(ds_read(path)) == sha(shadow)
-    with ds.open(path) as again:
+    assert sha(ds_read(path, **kwargs)) == sha(shadow)
+    with ds.open(path, **kwargs) as again:
         assert again.engine.check().clean

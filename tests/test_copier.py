@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -196,7 +197,7 @@ def test_batches_read_and_write_in_few_calls(tmp_path: Path, source: str,
     block = 512 * KiB if source == "vpc" else 1 * MiB  # the smallest each format allows
     data = os.urandom(size)
     src_path = tmp_path / f"small-blocks.{source}"
-    extra = {"force_size": True} if source == "vpc" else {}
+    extra: dict[str, Any] = {"force_size": True} if source == "vpc" else {}
     with ds.create(src_path, source, size, block_size=block, **extra) as img:
         img.write(data)  # blocks allocated in guest order
     reads: list[int] = []

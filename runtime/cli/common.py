@@ -14,6 +14,7 @@ from typing import IO, Any, NoReturn
 from ..errors import DiskspecError, UnsupportedFeatureError
 from ..image import Image
 from ..image import open as open_image
+from ..policy import DEFAULT, POLICIES
 from .options import (
     OpenRequest,
     create_request,
@@ -130,6 +131,10 @@ def add_common(p: Parser, *, fmt: bool = True, image_opts_flag: bool = True, sha
     if output:
         p.add_argument("--output", choices=["human", "json"], default="human",
                        help="output format (default human)")
+    p.add_argument("--parents", choices=POLICIES, default=DEFAULT,
+                   help="where the parent (backing) files an image names may be: 'confined' "
+                        "(default: under the image's directory, no raw file unless named) or "
+                        "'any' (wherever the image says, as qemu-img)")
 
 
 def request(spec: str, fmt: str | None, use_image_opts: bool) -> OpenRequest:
@@ -141,11 +146,13 @@ def request(spec: str, fmt: str | None, use_image_opts: bool) -> OpenRequest:
 
 
 def open_arg(spec: str, fmt: str | None, use_image_opts: bool, *, mode: str = "r",
-             backing: bool = True, share: bool = False) -> tuple[Image, str]:
+             backing: bool = True, share: bool = False, policy: str = DEFAULT) -> tuple[Image, str]:
     """Open an image named on the command line; returns it and its name for output.
-    `share`: -U, open it (read-only) even while another process holds it."""
+    `share`: -U, open it (read-only) even while another process holds it; `policy`: the
+    backing policy (--parents)."""
     req = request(spec, fmt, use_image_opts)
     return open_image(req.path, mode, format=req.format, backing=backing, share=share,
+                      backing_policy=policy,
                       **req.options), req.path
 
 

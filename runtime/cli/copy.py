@@ -49,13 +49,13 @@ def cmd_compare(argv: list[str]) -> int:
     a = p.parse_args(argv)
     reject(a.object, "--object")
     try:
-        img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts, share=a.force_share)
+        img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts, share=a.force_share, policy=a.parents)
     except (DiskspecError, OSError) as exc:
         err(describe(exc))
         return 2
     with img_a:
         try:
-            img_b, _ = open_arg(a.filename2, a.fmt_b, a.image_opts, share=a.force_share)
+            img_b, _ = open_arg(a.filename2, a.fmt_b, a.image_opts, share=a.force_share, policy=a.parents)
         except (DiskspecError, OSError) as exc:
             err(describe(exc))
             return 2
@@ -139,7 +139,7 @@ def cmd_convert(argv: list[str]) -> int:
     sources: list[Image] = []
     try:
         for spec in a.files[:-1]:
-            sources.append(open_arg(spec, a.fmt, a.image_opts, share=a.force_share)[0])
+            sources.append(open_arg(spec, a.fmt, a.image_opts, share=a.force_share, policy=a.parents)[0])
         with progress_bar(a.progress and not a.quiet) as bar:
             convert(sources, a.files[-1], out_fmt, options, sparse_size=sparse,
                     no_create=a.no_create, target_is_zero=a.target_is_zero, progress=bar,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..errors import DiskspecError, ParentMissingError
+from ..errors import DiskspecError
 from .common import (
     JSON_WORDS,
     Parser,
@@ -37,12 +37,10 @@ def cmd_info(argv: list[str]) -> int:
     p.add_argument("filename")
     a = p.parse_args(argv)
     reject(a.object, "--object")
-    try:
-        image, name = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share)
-    except ParentMissingError:
-        if a.backing_chain:
-            raise
-        image, name = open_arg(a.filename, a.fmt, a.image_opts, backing=False, share=a.force_share)
+    # like qemu-img: the backing chain is opened only when asked for (a name stored in an
+    # image is shown, not followed)
+    image, name = open_arg(a.filename, a.fmt, a.image_opts, backing=a.backing_chain,
+                           share=a.force_share, policy=a.parents)
     with image:
         if a.backing_chain:
             infos = chain_info(image, name)
@@ -127,7 +125,7 @@ def cmd_check(argv: list[str]) -> int:
     if a.repair and a.force_share:
         raise UsageError("-r and -U are incompatible")
     image, name = open_arg(a.filename, a.fmt, a.image_opts, mode="r+" if a.repair else "r",
-                           backing=False, share=a.force_share)
+                           backing=False, share=a.force_share, policy=a.parents)
     with image:
         if not image.engine.capabilities.check:
             if not a.quiet:
@@ -206,7 +204,7 @@ def cmd_map(argv: list[str]) -> int:
     reject(a.object, "--object")
     start = parse_size(a.start_offset, "start offset")
     length = parse_size(a.max_length, "length") if a.max_length is not None else None
-    image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share)
+    image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share, policy=a.parents)
     with image:
         entries = merged(block_status(image, start, length))
         if a.output == "json":
@@ -256,7 +254,7 @@ def cmd_measure(argv: list[str]) -> int:
     if a.size is not None:
         result = measure(a.out_fmt, options, size=parse_size(a.size))
     else:
-        image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share)
+        image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share, policy=a.parents)
         with image:
             result = measure(a.out_fmt, options, source=image)
     if a.output == "json":

@@ -174,7 +174,7 @@ def cmd_resize(argv: list[str]) -> int:
         raise UnsupportedFeatureError(f"--preallocation={a.preallocation}")
     if size_text is None:
         raise UsageError("expecting a size")
-    image, _ = open_arg(a.filename, a.fmt, a.image_opts, mode="r+", backing=False)
+    image, _ = open_arg(a.filename, a.fmt, a.image_opts, mode="r+", backing=False, policy=a.parents)
     with image:
         new_size = parse_relative_size(size_text, image.size)
         if new_size < 0:

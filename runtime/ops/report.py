@@ -22,6 +22,7 @@ from typing import Any
 from ..engine import CheckResult
 from ..extent import State
 from ..image import Image
+from ..policy import DEFAULT, refusal
 from ..util import ceil_div
 
 INFO_ORDER = ["filename", "format", "dirty-flag", "actual-size", "virtual-size", "cluster-size",
@@ -82,7 +83,9 @@ def backing_ref(image: Image) -> BackingRef | None:
         candidates = []
     if not candidates:
         return BackingRef("", None, None)
-    return BackingRef(_stored_name(candidates[0][1], child_dir), None, None)
+    # the full name: where the parent would be opened from (nothing is opened here)
+    where = next((str(c) for _, c in candidates if refusal(image.path, c, DEFAULT) is None), None)
+    return BackingRef(_stored_name(candidates[0][1], child_dir), where, None)
 
 
 def info(image: Image, filename: str | None = None) -> dict[str, Any]:

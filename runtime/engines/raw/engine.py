@@ -28,7 +28,7 @@ class RawEngine(Engine):
     @classmethod
     def open(cls, path: Path, writable: bool = False, *, share: bool = False,
              **options: Any) -> RawEngine:
-        engine = cls(FileBackend(path, writable, share=share))
+        engine = cls(FileBackend(path, writable, share=share, devices=True))
         engine.virtual_size = engine.backend.size()
         return engine
 

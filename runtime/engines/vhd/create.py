@@ -15,6 +15,7 @@ from diskspec.formats import vhd
 
 from ...backend import FileBackend, new_file
 from ...errors import DiskspecError
+from ...policy import named_file
 from ...util import ceil_div, round_up
 from . import geometry, locators
 
@@ -95,9 +96,8 @@ class _Parent:
 def _parent_info(parent: Path, child: Path) -> _Parent:
     from ...image import open as open_image
 
-    if not parent.is_absolute() and not parent.exists():
-        parent = child.parent / parent  # like qemu-img: relative to the new image
-    with open_image(parent) as image:
+    parent = named_file(child, parent)
+    with open_image(parent, backing=False) as image:  # its size and identity: itself only
         from .engine import VhdEngine
 
         uid = image.engine.footer.unique_id if isinstance(image.engine, VhdEngine) else bytes(16)

@@ -16,6 +16,7 @@ from diskspec.formats import vhdx
 
 from ...backend import new_file
 from ...errors import DiskspecError
+from ...policy import named_file
 from ...util import ceil_div, round_up
 from . import guids
 
@@ -159,9 +160,8 @@ def _parent_identity(parent: Path, child: Path) -> tuple[str, Path, int]:
     from ...image import open as open_image
     from .engine import VhdxEngine
 
-    if not parent.is_absolute() and not parent.exists():
-        parent = child.parent / parent
-    with open_image(parent) as image:
+    parent = named_file(child, parent)
+    with open_image(parent, backing=False) as image:  # its size and identity: itself only
         engine = image.engine
         guid = engine.header.data_write_guid if isinstance(engine, VhdxEngine) else bytes(16)
         size = image.size
