@@ -533,7 +533,7 @@ class Renderer:
                         f"    raise _codec.ValidationError({'expected ' + repr(a.contents) + ', got '!r}"
                         f" + repr(t[{i}]), offset=offset, path={obj_path + '.' + a.id!r})")
                 elif a.kind == "str":
-                    val = f"_codec.decode_str(t[{i}], {a.encoding!r})"
+                    val = f"_codec.decode_str(t[{i}], {a.encoding!r}, {obj_path + '.' + a.id!r})"
                 elif a.enum is not None:
                     val = f"_codec.enum_or_int({self.map_name(a.enum)}, t[{i}])"
                 items.append(val)
@@ -789,7 +789,7 @@ class Renderer:
                                f"{'expected ' + repr(g.contents) + ', got '!r} + repr(_t[{k}]), "
                                f"offset=pos + {size}, path={path!r})"]
                 elif g.kind == "str":
-                    val = f"_codec.decode_str(_t[{k}], {g.encoding!r})"
+                    val = f"_codec.decode_str(_t[{k}], {g.encoding!r}, {path!r}, pos + {size})"
             assigns.append(f"self.{g.id} = {val}")
             names.append(g.id)
             if g.valid is not None:
@@ -918,9 +918,9 @@ class Renderer:
             size = "io_end - pos" if a.size_eos else self.py(a.size, tdef)  # type: ignore[arg-type]
             raw = "bytes(buf[pos:pos + _sz])"
             if a.kind == "str":
-                raw = f"_codec.decode_str(buf[pos:pos + _sz], {a.encoding!r})"
+                raw = f"_codec.decode_str(buf[pos:pos + _sz], {a.encoding!r}, {path!r}, pos)"
             elif a.kind == "strz":
-                raw = f"_codec.decode_strz(buf[pos:pos + _sz], {a.encoding!r})"
+                raw = f"_codec.decode_strz(buf[pos:pos + _sz], {a.encoding!r}, {path!r}, pos)"
             lines += [f"_sz = {size}",
                       "if _sz < 0 or io_end - pos < _sz:",
                       f"    _codec.need_until(io_end, pos, _sz, {path!r})",

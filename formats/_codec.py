@@ -204,9 +204,20 @@ def _errors_for(codec: str) -> str:
     return "surrogatepass" if codec.startswith("utf-16") else "surrogateescape"
 
 
-def decode_str(data: Buffer, encoding: str) -> str:
+def _decode(raw: bytes, codec: str, encoding: str, path: str | None, offset: int | None) -> str:
+    """Decode with the lossless handlers; what they cannot take (UTF-16 of odd length) is
+    corruption of the field, never a UnicodeDecodeError."""
+    try:
+        return raw.decode(codec, _errors_for(codec))
+    except UnicodeDecodeError as exc:
+        raise CorruptError(f"{len(raw)} bytes are not {encoding} text ({exc.reason} at byte "
+                           f"{exc.start})", offset=offset, path=path) from None
+
+
+def decode_str(data: Buffer, encoding: str, path: str | None = None,
+               offset: int | None = None) -> str:
     codec = _CODECS[encoding]
-    return bytes(data).decode(codec, _errors_for(codec))
+    return _decode(bytes(data), codec, encoding, path, offset)
 
 
 def encode_str(value: str, encoding: str) -> bytes:
@@ -214,7 +225,8 @@ def encode_str(value: str, encoding: str) -> bytes:
     return value.encode(codec, _errors_for(codec))
 
 
-def decode_strz(data: Buffer, encoding: str) -> str:
+def decode_strz(data: Buffer, encoding: str, path: str | None = None,
+                offset: int | None = None) -> str:
     """Decode up to the first NUL terminator (a 2-byte one for UTF-16)."""
     raw = bytes(data)
     codec = _CODECS[encoding]
@@ -223,7 +235,7 @@ def decode_strz(data: Buffer, encoding: str) -> str:
         if raw[i : i + unit] == bytes(unit):
             raw = raw[:i]
             break
-    return raw.decode(codec, _errors_for(codec))
+    return _decode(raw, codec, encoding, path, offset)
 
 
 def strz_bytes(value: str, raw: bytes | None, encoding: str, size: int, path: str) -> bytes:

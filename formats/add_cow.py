@@ -216,14 +216,14 @@ class HeaderV7(_codec.Record):
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header_v7.backing_file')
-        _f_backing_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_backing_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'header_v7.backing_file', pos)
         self._raw_backing_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.backing_file = _f_backing_file
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header_v7.image_file')
-        _f_image_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_image_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'header_v7.image_file', pos)
         self._raw_image_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.image_file = _f_image_file
@@ -384,14 +384,14 @@ class HeaderV20(_codec.Record):
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header_v20.backing_fmt')
-        _f_backing_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_backing_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'header_v20.backing_fmt', pos)
         self._raw_backing_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.backing_fmt = _f_backing_fmt
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header_v20.image_fmt')
-        _f_image_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_image_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'header_v20.image_fmt', pos)
         self._raw_image_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.image_fmt = _f_image_fmt
@@ -463,7 +463,7 @@ class HeaderV20(_codec.Record):
         _sz = self.backing_size
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header_v20.backing_file')
-        _f_backing_file = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+        _f_backing_file = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'header_v20.backing_file', pos)
         pos += _sz
         _result = _f_backing_file
         return _result
@@ -478,7 +478,7 @@ class HeaderV20(_codec.Record):
         _sz = self.image_size
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header_v20.image_file')
-        _f_image_file = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+        _f_image_file = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'header_v20.image_file', pos)
         pos += _sz
         _result = _f_image_file
         return _result

@@ -408,28 +408,28 @@ class Header(_codec.Record):
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header.data_file')
-        _f_data_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_data_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'header.data_file', pos)
         self._raw_data_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file = _f_data_file
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header.data_file_fmt')
-        _f_data_file_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_data_file_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'header.data_file_fmt', pos)
         self._raw_data_file_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file_fmt = _f_data_file_fmt
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header.base_img')
-        _f_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'header.base_img', pos)
         self._raw_base_img = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img = _f_base_img
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header.base_img_fmt')
-        _f_base_img_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_base_img_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'header.base_img_fmt', pos)
         self._raw_base_img_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img_fmt = _f_base_img_fmt
@@ -454,7 +454,7 @@ class Header(_codec.Record):
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'header.add_storage_cmd')
-        _f_add_storage_cmd = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_add_storage_cmd = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'header.add_storage_cmd', pos)
         self._raw_add_storage_cmd = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.add_storage_cmd = _f_add_storage_cmd
@@ -855,14 +855,14 @@ class IbmHeader(_codec.Record):
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'ibm_header.base_img')
-        _f_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'ibm_header.base_img', pos)
         self._raw_base_img = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img = _f_base_img
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'ibm_header.base_img_fmt')
-        _f_base_img_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_base_img_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'ibm_header.base_img_fmt', pos)
         self._raw_base_img_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.base_img_fmt = _f_base_img_fmt
@@ -879,14 +879,14 @@ class IbmHeader(_codec.Record):
         _sz = 1024
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'ibm_header.data_file')
-        _f_data_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_data_file = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'ibm_header.data_file', pos)
         self._raw_data_file = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file = _f_data_file
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'ibm_header.data_file_fmt')
-        _f_data_file_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_data_file_fmt = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'ibm_header.data_file_fmt', pos)
         self._raw_data_file_fmt = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.data_file_fmt = _f_data_file_fmt
@@ -914,7 +914,7 @@ class IbmHeader(_codec.Record):
         _sz = 2048
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'ibm_header.add_storage_cmd')
-        _f_add_storage_cmd = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_add_storage_cmd = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'ibm_header.add_storage_cmd', pos)
         self._raw_add_storage_cmd = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.add_storage_cmd = _f_add_storage_cmd
@@ -932,7 +932,7 @@ class IbmHeader(_codec.Record):
         _sz = 16
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'ibm_header.write_updates_base_img')
-        _f_write_updates_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII')
+        _f_write_updates_base_img = _codec.decode_strz(buf[pos:pos + _sz], 'ASCII', 'ibm_header.write_updates_base_img', pos)
         self._raw_write_updates_base_img = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.write_updates_base_img = _f_write_updates_base_img

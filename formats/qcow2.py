@@ -243,7 +243,7 @@ class Qcow2(_codec.Record):
             _sz = self.header.backing_file_size
             if _sz < 0 or io_end - pos < _sz:
                 _codec.need_until(io_end, pos, _sz, 'qcow2.backing_file_name')
-            _f_backing_file_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+            _f_backing_file_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'qcow2.backing_file_name', pos)
             pos += _sz
             _result = _f_backing_file_name
         else:
@@ -871,7 +871,7 @@ class FeatureNameEntry(_codec.Record):
         _sz = 46
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'feature_name_entry.name')
-        _f_name = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8')
+        _f_name = _codec.decode_strz(buf[pos:pos + _sz], 'UTF-8', 'feature_name_entry.name', pos)
         self._raw_name = bytes(buf[pos:pos + _sz])
         pos += _sz
         self.name = _f_name
@@ -1881,13 +1881,13 @@ class SnapshotEntry(_codec.Record):
         _sz = self.id_str_size
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'snapshot_entry.id_str')
-        _f_id_str = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+        _f_id_str = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'snapshot_entry.id_str', pos)
         pos += _sz
         self.id_str = _f_id_str
         _sz = self.name_size
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'snapshot_entry.name')
-        _f_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+        _f_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'snapshot_entry.name', pos)
         pos += _sz
         self.name = _f_name
         _sz = ((8 - ((((40 + self.extra_data_size) + self.id_str_size) + self.name_size) % 8)) % 8)
@@ -2246,7 +2246,7 @@ class BitmapDirectoryEntry(_codec.Record):
         _sz = self.name_size
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'bitmap_directory_entry.name')
-        _f_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+        _f_name = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'bitmap_directory_entry.name', pos)
         pos += _sz
         self.name = _f_name
         _sz = ((8 - (((24 + self.extra_data_size) + self.name_size) % 8)) % 8)

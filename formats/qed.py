@@ -131,7 +131,7 @@ class Qed(_codec.Record):
             _sz = self.header.backing_filename_size
             if _sz < 0 or io_end - pos < _sz:
                 _codec.need_until(io_end, pos, _sz, 'qed.backing_filename')
-            _f_backing_filename = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8')
+            _f_backing_filename = _codec.decode_str(buf[pos:pos + _sz], 'UTF-8', 'qed.backing_filename', pos)
             pos += _sz
             _result = _f_backing_filename
         else:

@@ -534,7 +534,7 @@ class DynamicHeader(_codec.Record):
             t[7],
             t[8],
             t[9],
-            _codec.decode_str(t[10], 'UTF-16BE'),
+            _codec.decode_str(t[10], 'UTF-16BE', 'dynamic_header.parent_unicode_name'),
             [ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[11]), t[12], t[13], t[14], t[15]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[16]), t[17], t[18], t[19], t[20]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[21]), t[22], t[23], t[24], t[25]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[26]), t[27], t[28], t[29], t[30]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[31]), t[32], t[33], t[34], t[35]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[36]), t[37], t[38], t[39], t[40]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[41]), t[42], t[43], t[44], t[45]), ParentLocator(_codec.enum_or_int(_PLATFORMCODE_BY_VALUE, t[46]), t[47], t[48], t[49], t[50])],
             t[51],
         )

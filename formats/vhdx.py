@@ -267,7 +267,7 @@ class FileIdentifier(_codec.Record):
             raise _codec.ValidationError("expected b'vhdxfile', got " + repr(t[0]), offset=offset, path='file_identifier.signature')
         self = cls(
             t[0],
-            _codec.decode_str(t[1], 'UTF-16LE'),
+            _codec.decode_str(t[1], 'UTF-16LE', 'file_identifier.creator'),
             t[2],
         )
         return self
@@ -1707,7 +1707,7 @@ class ParentLocatorEntry(_codec.Record):
         _sz = self.key_length
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'parent_locator_entry.key')
-        _f_key = _codec.decode_str(buf[pos:pos + _sz], 'UTF-16LE')
+        _f_key = _codec.decode_str(buf[pos:pos + _sz], 'UTF-16LE', 'parent_locator_entry.key', pos)
         pos += _sz
         _result = _f_key
         return _result
@@ -1722,7 +1722,7 @@ class ParentLocatorEntry(_codec.Record):
         _sz = self.value_length
         if _sz < 0 or io_end - pos < _sz:
             _codec.need_until(io_end, pos, _sz, 'parent_locator_entry.value')
-        _f_value = _codec.decode_str(buf[pos:pos + _sz], 'UTF-16LE')
+        _f_value = _codec.decode_str(buf[pos:pos + _sz], 'UTF-16LE', 'parent_locator_entry.value', pos)
         pos += _sz
         _result = _f_value
         return _result

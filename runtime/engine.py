@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Backend
-from .errors import ReadOnlyError, UnsupportedFeatureError
+from .errors import CorruptError, ReadOnlyError, UnsupportedFeatureError
 from .extent import Extent, State
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ class Engine(ABC):
         self.backing: Image | None = None  # where BACKING extents read from
         self.backing_path: Path | None = None
         self.warnings: list[str] = []
+        #: table entries found unusable as their table was loaded (block -> why): reads of
+        #: those blocks raise, and writes are refused until `check -r` repairs the image
+        self.damage: dict[int, str] = {}
         #: fsync between the steps of an allocation (off only for images being created by
         #: a converter that deletes the file on failure)
         self.barriers = True
@@ -196,9 +199,31 @@ class Engine(ABC):
     def write(self, offset: int, data: memoryview) -> None:
         raise UnsupportedFeatureError(f"writing {self.format_name} images")
 
-    def require_writable(self) -> None:
+    def require_writable(self, repairing: bool = False) -> None:
+        """Writes need a read-write open, and (but for `check -r`, `repairing`) an image in
+        which no corruption was found: writing into damage makes it worse (qemu's qcow2
+        corrupt bit)."""
         if not self.writable:
             raise ReadOnlyError(f"{self.backend.path} is open read-only")
+        if self.damage and not repairing:
+            first = next(iter(self.damage.values()))
+            raise ReadOnlyError(f"{self.backend.path} is corrupt ({first}; {len(self.damage)} "
+                                "damaged table entries): writes are refused until "
+                                "`diskspec check -r all` repairs it")
+
+    def damage_error(self, block: int) -> CorruptError:
+        """The error a read of a block with a damaged table entry raises."""
+        return CorruptError(f"{self.backend.path}: {self.damage[block]}")
+
+    def note_damage(self, damage: dict[int, str]) -> None:
+        """Record damaged table entries found on open, with one warning for all of them."""
+        if not damage:
+            return
+        self.damage.update(damage)
+        shown = ", ".join(map(str, list(damage)[:8])) + (", ..." if len(damage) > 8 else "")
+        self.warnings.append(f"{len(damage)} table entries are corrupt (blocks {shown}): "
+                             f"{next(iter(damage.values()))}; reading those blocks fails, "
+                             "writes are refused until `check -r all` repairs the image")
 
     # -- tools -----------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ def named_file(referrer: Path, name: str | os.PathLike[str]) -> Path:
 def refusal(referrer: Path, candidate: Path, policy: Policy) -> str | None:
     """Why the policy refuses to open `candidate`, named inside the image `referrer`; None
     when it may be opened."""
+    if "\0" in str(candidate):  # no file has such a name; the OS calls would raise
+        return "a name with a NUL byte"
     if policy == "confined":
         home = referrer.resolve().parent
         real = candidate.resolve() if candidate.is_absolute() else (referrer.parent / candidate).resolve()
@@ -66,6 +68,8 @@ def file_kind_refusal(path: Path, devices: bool = False) -> str | None:
         return "missing"
     except OSError as exc:
         return exc.strerror or str(exc)
+    except ValueError:  # a NUL byte in the name
+        return "not a valid file name"
     return kind_refusal(mode, devices)
 
 

@@ -158,3 +158,19 @@ def test_unknown_policy_is_an_error(tmp_path: Path) -> None:
         ds.open(path, backing_policy="anywhere")
     code, _, errs = ds_run("info", "--parents", "anywhere", path)
     assert code == 1 and "--parents" in errs
+
+
+def test_a_locator_with_a_nul_byte_is_refused_not_raised(tmp_path: Path) -> None:
+    """Found by the conformance kit's hostile corpus: a NUL in a stored parent name made
+    path resolution raise ValueError."""
+    from diskspec.formats import vhd
+
+    from .test_vhd_engine import set_locators
+
+    parent = tmp_path / "parent.vhd"
+    vhd_parent(parent)
+    child = child_of(parent, tmp_path / "child.vhd")
+    set_locators(child, [(vhd.PlatformCode.W2RU, "par\0ent.vhd".encode("utf-16-le"))])
+    parent.rename(tmp_path / "elsewhere.vhd")
+    with pytest.raises(ParentMissingError):
+        ds.open(child)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -27,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import diskspec.runtime as ds
 from diskspec.formats import vhd
@@ -45,7 +41,7 @@ from diskspec.runtime.errors import (
 from diskspec.runtime.extent import State
 
 from .conftest import run
-from .shadow import ds_read, op_lists, run_ops, sha, write_both
+from .shadow import ds_read, sha, write_both
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -580,54 +576,6 @@ def test_create_differencing_over_raw_of_odd_size(tmp_path: Path) -> None:
     assert ds_read(child, parent=parent)[: MiB + 1] == parent.read_bytes()
 
 
-# -- 4. random workloads against a raw shadow file ---------------------------------------------
-
-WORKLOADS = ["fixed", "dynamic", "dynamic-4K-blocks", "qemu-dynamic", "differencing-over-raw",
-             "differencing-over-vhd"]
-
-OPS = op_lists(1_300_000)
-
-
-def workload_image(kind: str, d: Path, qemu_img: str) -> tuple[Path, bytearray]:
-    path = d / "disk.vhd"
-    if kind == "qemu-dynamic":
-        run(qemu_img, "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", str(path), "5M")
-        return path, bytearray(ds_read(path, backing_policy="any"))
-    if kind.startswith("differencing"):
-        parent = d / ("parent.img" if kind.endswith("raw") else "parent.vhd")
-        rng = random.Random(1)
-        if kind.endswith("raw"):
-            parent.write_bytes(rng.randbytes(3 * MiB))
-        else:
-            with ds.create(parent, "vpc", 3 * MiB, block_size=512 * KiB) as p:
-                random_writes(p, bytearray(p.size), rng, 4)
-        ds.create(path, "vpc", None, subformat="differencing", parent=parent,
-                  block_size=512 * KiB).close()
-        return path, bytearray(ds_read(path, backing_policy="any"))
-    options: dict[str, Any] = {"subformat": "fixed"} if kind == "fixed" else \
-        {"block_size": 4 * KiB if "4K" in kind else 512 * KiB}
-    ds.create(path, "vpc", 3 * MiB, **options).close()
-    return path, bytearray(ds_read(path, backing_policy="any"))
-
-
-@pytest.mark.parametrize("kind", WORKLOADS)
-def test_random_workload_matches_raw_shadow(tmp_path: Path, qemu_img: str, kind: str) -> None:
-    @settings(max_examples=15, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(ops=OPS)
-    def workload(ops: list[tuple[str, int, int, int]]) -> None:
-        d = Path(tempfile.mkdtemp(dir=tmp_path))
-        path, shadow = workload_image(kind, d, qemu_img)
-        run_ops(path, shadow, ops, backing_policy="any")  # raw parents are found by locators
-        if kind.startswith("differencing"):  # qemu reads the child alone
-            assert sha(qemu_raw(qemu_img, path)) == sha(ds_read(path, backing=False))
-        else:
-            assert sha(qemu_raw(qemu_img, path)) == sha(shadow)
-        shutil.rmtree(d)
-
-    workload()
-
-
 # -- 5. split images -----------------------------------------------------------------------------
 
 
@@ -888,9 +836,9 @@ def test_bat_entry_past_the_end(dynamic_image: tuple[Path, bytes], qemu_img: str
 def test_bat_entry_past_the_end_refuses_writes(dynamic_image: tuple[Path, bytes]) -> None:
     path, _ = dynamic_image
     poke(path, header_of(path).table_offset + 4, (0x100000).to_bytes(4, "big"))
-    with ds.open(path, "r+") as image:
+    with ds.open(path, "r+") as image:  # found as the BAT is loaded: no write until check -r
         image.seek(2 * MiB + 10)
-        with pytest.raises(CorruptError):
+        with pytest.raises(ReadOnlyError, match="corrupt .*block 1"):
             image.write(b"data")
 
 
@@ -976,114 +924,6 @@ def test_bad_dynamic_header_fields(dynamic_image: tuple[Path, bytes], fields: di
     patch_header(path, **fields)
     with pytest.raises(CorruptError):
         open_read_all(path)
-
-
-def test_fuzzed_metadata_gives_clear_errors(tmp_path: Path) -> None:
-    """Random damage to footers, dynamic header, BAT and locators (checksums fixed up or not):
-    open, read, write and check either work or raise a DiskspecError, never hang."""
-    sources = {}
-    dyn = tmp_path / "dyn.vhd"
-    with ds.create(dyn, "vpc", 4 * MiB, block_size=512 * KiB) as image:
-        random_writes(image, bytearray(image.size), random.Random(1), 4)
-    sources["dynamic"] = dyn.read_bytes()
-    child = tmp_path / "child.vhd"
-    with ds.create(child, "vpc", None, subformat="differencing", parent=dyn,
-                   block_size=512 * KiB) as image:
-        random_writes(image, bytearray(image.size), random.Random(2), 4)
-    sources["differencing"] = child.read_bytes()
-    fixed = tmp_path / "fixed.vhd"
-    ds.create(fixed, "vpc", MiB, subformat="fixed").close()
-    sources["fixed"] = fixed.read_bytes()
-    target = tmp_path / "fuzz.vhd"
-
-    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
-    @given(kind=st.sampled_from(sorted(sources)),
-           damage=st.lists(st.tuples(st.sampled_from(["end", "head", "header", "bat", "locators"]),
-                                     st.integers(0, 3071), st.integers(0, 255)), min_size=1, max_size=4),
-           fix=st.booleans(), cut=st.one_of(st.none(), st.integers(0, 8 * MiB)), write=st.booleans())
-    def fuzz(kind: str, damage: list[tuple[str, int, int]], fix: bool, cut: int | None,
-             write: bool) -> None:
-        data = bytearray(sources[kind])
-        base = {"end": len(data) - FOOTER, "head": 0, "header": SECTOR, "bat": 3 * SECTOR,
-                "locators": 4 * SECTOR}
-        span = {"end": FOOTER, "head": FOOTER, "header": 1024, "bat": SECTOR, "locators": 3072}
-        for where, at, value in damage:
-            data[base[where] + at % span[where]] = value
-        if fix:
-            for at in (0, len(data) - FOOTER):
-                if data[at : at + 8] == b"conectix":
-                    data[at + 64 : at + 68] = vhd.Footer.checksum_of(data, at).to_bytes(4, "big")
-            if data[SECTOR : SECTOR + 8] == b"cxsparse":
-                checksum = vhd.DynamicHeader.checksum_of(data, SECTOR)
-                data[SECTOR + 36 : SECTOR + 40] = checksum.to_bytes(4, "big")
-        if cut is not None:
-            del data[cut:]
-        target.write_bytes(data)
-        try:
-            with time_limit(5), ds.open(target, "r+" if write else "r", format="vpc") as image:
-                for offset in range(0, min(image.size, 16 * MiB), 256 * KiB):
-                    image.seek(offset)
-                    image.read(256 * KiB)
-                    if write:
-                        image.seek(offset + 1000)
-                        image.write(b"w" * min(3000, image.size - image.tell()))
-                image.engine.check(repair=write)
-        except DiskspecError:
-            pass
-
-    fuzz()
-
-
-# -- 8. read-only means no write ------------------------------------------------------------------
-
-
-def test_read_only_never_writes(tmp_path: Path) -> None:
-    parent, _ = make_parent("vhd-dynamic", tmp_path)
-    child = tmp_path / "child.vhd"
-    with ds.create(child, "vpc", None, subformat="differencing", parent=parent) as image:
-        random_writes(image, bytearray(image.size), random.Random(9), 5)
-    poke(parent, -FOOTER + 100, b"\x01")  # a damaged footer a careless engine might "fix"
-    past = time.time() - 3600
-    for p in (parent, child):
-        os.utime(p, (past, past))
-    before = {p: file_state(p) for p in (parent, child)}
-    with ds.open(child) as image:
-        backing = image.backing
-        assert backing is not None
-        assert not image.writable() and not backing.writable()
-        image.read()
-        list(image.extents())
-        image.engine.info()
-        image.engine.check()
-        attempts: list[Callable[[], Any]] = [
-            lambda: image.write(b"x"),
-            lambda: image.engine.write(0, memoryview(b"x" * SECTOR)),
-            lambda: image.engine.check(repair=True),
-            lambda: image.engine.resize(image.size * 2),
-            lambda: backing.write(b"x"),
-            lambda: backing.engine.check(repair=True),
-        ]
-        for attempt in attempts:
-            with pytest.raises(ReadOnlyError):
-                attempt()
-        image.flush()
-    assert {p: file_state(p) for p in (parent, child)} == before
-
-
-@pytest.mark.parametrize("subformat", ["fixed", "dynamic"])
-def test_read_only_open_of_plain_images(tmp_path: Path, subformat: str) -> None:
-    path = tmp_path / "d.vhd"
-    with ds.create(path, "vpc", 4 * MiB, subformat=subformat) as image:
-        random_writes(image, bytearray(image.size), random.Random(4), 5)
-    past = time.time() - 3600
-    os.utime(path, (past, past))
-    before = file_state(path)
-    with ds.open(path) as image:
-        image.read()
-        image.seek(MiB)
-        with pytest.raises(ReadOnlyError):
-            image.write(b"x")
-    assert file_state(path) == before
 
 
 # -- 9. check, repair and resize ------------------------------------------------------------------

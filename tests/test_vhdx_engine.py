@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
@@ -36,8 +35,6 @@ from typing import Any
 
 import crc32c
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 import diskspec.runtime as ds
 from diskspec.formats import vhdx
@@ -54,7 +51,7 @@ from diskspec.runtime.errors import (
 from diskspec.runtime.extent import State
 
 from .conftest import require_tool, run
-from .shadow import ds_read, op_lists, run_ops, sha, write_both
+from .shadow import ds_read, sha, write_both
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -1019,243 +1016,6 @@ def test_absurd_log_entries_are_bounded(logged_image: dict[str, Any], tmp_path: 
     assert int(peak) < 64 * MiB, f"open allocated {int(peak) / MiB:.0f} MiB"
 
 
-# -- 3. crash simulation ---------------------------------------------------------------------------
-
-
-class RecordingBackend:
-    """A FileBackend wrapper that records every pwrite, truncate and flush, in order."""
-
-    def __init__(self, inner: FileBackend):
-        self.inner = inner
-        self.path = inner.path
-        self.writable = inner.writable
-        self.fd = inner.fd
-        self.ops: list[tuple[str, int, bytes]] = []
-
-    def size(self) -> int:
-        return self.inner.size()
-
-    def pread(self, offset: int, length: int) -> bytes:
-        return self.inner.pread(offset, length)
-
-    def readinto(self, offset: int, buf: memoryview) -> None:
-        self.inner.readinto(offset, buf)
-
-    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        self.ops.append(("pwrite", offset, bytes(data)))
-        self.inner.pwrite(offset, data)
-
-    def truncate(self, size: int) -> None:
-        self.ops.append(("truncate", size, b""))
-        self.inner.truncate(size)
-
-    def flush(self) -> None:
-        self.ops.append(("flush", 0, b""))
-        self.inner.flush()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def apply_op(fd: int, op: tuple[str, int, bytes]) -> None:
-    kind, arg, data = op
-    if kind == "pwrite":
-        os.pwrite(fd, data, arg)
-    elif kind == "truncate":
-        os.ftruncate(fd, arg)
-
-
-def recorded_session(path: Path, writes: list[tuple[int, bytes]], parent: Path | None
-                     ) -> tuple[list[tuple[str, int, bytes]], list[tuple[int, int]]]:
-    """Run `writes` in one read-write session (closed cleanly) with a recording backend; returns the
-    operations and, per write, the operation indexes where it started and ended."""
-    image = ds.open(path, "r+", parent=parent)
-    engine = vhdx_engine(image)
-    assert isinstance(engine.file_backend, FileBackend)
-    rec = RecordingBackend(engine.file_backend)
-    engine.file_backend = engine.backend = rec
-    marks = []
-    with image:
-        for offset, data in writes:
-            start = len(rec.ops)
-            image.seek(offset)
-            image.write(data)
-            marks.append((start, len(rec.ops)))
-    return rec.ops, marks
-
-
-def crash_expectations(base: bytes, writes: list[tuple[int, bytes]], marks: list[tuple[int, int]],
-                       kept: int) -> tuple[bytes, tuple[int, bytes, bytes] | None]:
-    """The content when `kept` operations survived: every write that ended before is in, and the
-    one in progress (if any) as (offset, old bytes, new bytes) -- each sector old or new."""
-    state = bytearray(base)
-    torn = None
-    for (offset, data), (start, end) in zip(writes, marks, strict=True):
-        if end <= kept:
-            state[offset : offset + len(data)] = data
-        elif start < kept:
-            torn = (offset, bytes(state[offset : offset + len(data)]), data)
-    return bytes(state), torn
-
-
-def assert_old_or_new(got: bytes, expected: bytes, torn: tuple[int, bytes, bytes] | None, lss: int) -> None:
-    if torn is None:
-        assert got == expected, "the content is not what the completed writes left"
-        return
-    offset, old, new = torn
-    end = offset + len(new)
-    assert got[:offset] == expected[:offset] and got[end:] == expected[end:], \
-        "a write in progress changed bytes outside its range"
-    pos = offset
-    while pos < end:  # sector by sector (the first and last may be partial)
-        stop = min(end, (pos // lss + 1) * lss)
-        part, o, n = got[pos:stop], old[pos - offset : stop - offset], new[pos - offset : stop - offset]
-        assert part in (o, n), f"guest bytes {pos}..{stop} are neither the old nor the new data"
-        pos = stop
-
-
-CRASH_KINDS = ["dynamic", "dynamic-zero-4K", "fixed", "differencing"]
-
-
-def crash_base(kind: str, d: Path) -> tuple[Path, Path | None, int]:
-    path = d / "c.vhdx"
-    parent = None
-    lss = 4096 if "4K" in kind else 512
-    if kind == "differencing":
-        parent = d / "parent.vhdx"
-        make_vhdx_parent(parent, size=4 * MiB)
-        ds.create(path, "vhdx", None, subformat="differencing", parent=parent, block_size=MiB).close()
-    else:
-        options: dict[str, Any] = {"block_size": MiB, "logical_sector_size": lss}
-        if kind == "fixed":
-            options["subformat"] = "fixed"
-        if kind == "dynamic-zero-4K":
-            options["block_state_zero"] = True
-        with ds.create(path, "vhdx", 4 * MiB, **options) as image:
-            image.write(b"\x77" * 5000)  # an allocated block to write in place
-    return path, parent, lss
-
-
-CRASH_WRITES = st.lists(
-    st.tuples(st.integers(0, 4 * MiB - 1), st.integers(1, 1_200_000), st.integers(0, 255)),
-    min_size=1, max_size=4)
-
-
-@pytest.mark.parametrize("kind", CRASH_KINDS)
-def test_crash_at_every_point(tmp_path: Path, qemu_img: str, kind: str) -> None:
-    """Record a write session, then for every crash point (the operations before it kept, the rest
-    lost) rebuild the file, reopen it read-only (replay in memory) and read-write (replay into the
-    file): both read the same; check() is clean and so is `qemu-img check`; every completed write
-    reads new, the one in progress old or new per sector, never anything else."""
-
-    # no shrinking: every example replays dozens of crash points, and the failure message
-    # already lists each failing point with the operation before it
-    @settings(max_examples=3, deadline=None, derandomize=True, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.too_slow])
-    @given(spec=CRASH_WRITES)
-    def crash(spec: list[tuple[int, int, int]]) -> None:
-        d = Path(tempfile.mkdtemp(dir=tmp_path))
-        path, parent, lss = crash_base(kind, d)
-        base = ds_read(path, parent=parent)
-        size = len(base)
-        writes = []
-        for offset, length, seed in spec:
-            writes.append((offset, random.Random(seed).randbytes(min(length, size - offset))))
-        original = path.read_bytes()
-        ops, marks = recorded_session(path, writes, parent)
-        work, probe = d / "work.vhdx", d / "probe.vhdx"
-        work.write_bytes(original)
-        fd = os.open(work, os.O_RDWR)
-        failures: list[str] = []
-        try:
-            for kept in range(len(ops) + 1):
-                if kept:
-                    apply_op(fd, ops[kept - 1])
-                    if ops[kept - 1][0] == "truncate":
-                        continue  # crash points: after a write or a flush
-                shutil.copyfile(work, probe)
-                expected, torn = crash_expectations(base, writes, marks, kept)
-                where = f"crash after {kept}/{len(ops)} ops ({ops[kept - 1][0] if kept else 'start'})"
-                try:
-                    with time_limit(10):
-                        ro = ds_read(probe, parent=parent)
-                        with ds.open(probe, "r+", parent=parent) as image:
-                            rw = image.read()
-                            result = image.engine.check()
-                        assert ro == rw, "read-only and read-write replays differ"
-                        assert result.clean, f"check: {result}"
-                        assert_old_or_new(rw, expected, torn, lss)
-                        if qemu_reads(lss, parent is not None):
-                            qemu_check(qemu_img, probe)
-                            assert qemu_raw(qemu_img, probe) == rw, "qemu reads otherwise"
-                except (AssertionError, DiskspecError) as exc:
-                    failures.append(f"{where}: {type(exc).__name__}: {str(exc)[:200]}")
-        finally:
-            os.close(fd)
-        assert not failures, f"{len(failures)} of {len(ops) + 1} crash points fail:\n" + "\n".join(failures)
-        shutil.rmtree(d)
-
-    crash()
-
-
-# -- 4. random workloads against a raw shadow file --------------------------------------------------
-
-WORKLOADS = ["fixed", "dynamic", "dynamic-zero", "dynamic-4K", "qemu-dynamic", "differencing-over-vhdx",
-             "differencing-over-vhd", "differencing-over-raw", "differencing-4K-over-raw"]
-
-OPS = op_lists(2_300_000)
-
-
-def workload_image(kind: str, d: Path, qemu_img: str) -> tuple[Path, bytearray]:
-    path = d / "disk.vhdx"
-    size = 5 * MiB + 4096
-    if kind == "qemu-dynamic":
-        run(qemu_img, "create", "-q", "-f", "vhdx", "-o", "block_size=1M", str(path), str(size))
-        return path, bytearray(ds_read(path, backing_policy="any"))
-    if kind.startswith("differencing"):
-        rng = random.Random(1)
-        lss = 4096 if "4K" in kind else 512
-        if kind.endswith("raw"):
-            parent = d / "parent.img"
-            parent.write_bytes(rng.randbytes(size))
-        elif kind.endswith("-vhd"):
-            parent = d / "parent.vhd"
-            with ds.create(parent, "vpc", size, block_size=512 * KiB) as p:
-                random_writes(p, bytearray(p.size), rng, 4)
-        else:
-            parent = d / "parent.vhdx"
-            make_vhdx_parent(parent, size=size)
-        ds.create(path, "vhdx", None, subformat="differencing", parent=parent, block_size=MiB,
-                  logical_sector_size=lss).close()
-        return path, bytearray(ds_read(path, backing_policy="any"))
-    options: dict[str, Any] = {"block_size": MiB}
-    if kind == "fixed":
-        options["subformat"] = "fixed"
-    if kind == "dynamic-zero":
-        options["block_state_zero"] = True
-    if kind == "dynamic-4K":
-        options["logical_sector_size"] = 4096
-    ds.create(path, "vhdx", size, **options).close()
-    return path, bytearray(ds_read(path, backing_policy="any"))
-
-
-@pytest.mark.parametrize("kind", WORKLOADS)
-def test_random_workload_matches_raw_shadow(tmp_path: Path, qemu_img: str, kind: str) -> None:
-    @settings(max_examples=8, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(ops=OPS)
-    def workload(ops: list[tuple[str, int, int, int]]) -> None:
-        d = Path(tempfile.mkdtemp(dir=tmp_path))
-        path, shadow = workload_image(kind, d, qemu_img)
-        run_ops(path, shadow, ops, backing_policy="any")  # raw parents are found by locators
-        if qemu_reads(4096 if "4K" in kind else 512, kind.startswith("differencing")):
-            qemu_check(qemu_img, path)
-            assert sha(qemu_raw(qemu_img, path)) == sha(shadow)
-        shutil.rmtree(d)
-
-    workload()
-
-
 # -- 5. bad input -----------------------------------------------------------------------------------
 
 
@@ -1579,61 +1339,6 @@ def test_not_a_vhdx(tmp_path: Path) -> None:
         open_read_all(path, format="vhdx")
 
 
-def test_fuzzed_metadata_gives_clear_errors(tmp_path: Path) -> None:
-    """Random damage to headers, region tables, metadata, BAT and log (checksums fixed up or not):
-    open, read, write and check either work or raise a DiskspecError, never hang."""
-    sources = {}
-    dyn = tmp_path / "dyn.vhdx"
-    with ds.create(dyn, "vhdx", 4 * MiB, block_size=MiB) as image:
-        random_writes(image, bytearray(image.size), random.Random(1), 4)
-    sources["dynamic"] = dyn.read_bytes()
-    child = tmp_path / "child.vhdx"
-    with ds.create(child, "vhdx", None, subformat="differencing", parent=dyn, block_size=MiB) as image:
-        random_writes(image, bytearray(image.size), random.Random(2), 4)
-    sources["differencing"] = child.read_bytes()
-    layout = {"header": HEADER_SLOTS[0], "header2": HEADER_SLOTS[1], "regions": REGION_SLOTS[0],
-              "bat": region(dyn, BAT_GUID).file_offset, "metadata": region(dyn, METADATA_GUID).file_offset,
-              "log": MiB}
-    target = tmp_path / "fuzz.vhdx"
-    shutil.copy(dyn, tmp_path / "parent.vhdx")
-
-    @settings(max_examples=120, deadline=None, derandomize=True, database=None)
-    @given(kind=st.sampled_from(sorted(sources)),
-           damage=st.lists(st.tuples(st.sampled_from(sorted(layout)), st.integers(0, 0x10FFF),
-                                     st.integers(0, 255)), min_size=1, max_size=4),
-           fix=st.booleans(), write=st.booleans())
-    def fuzz(kind: str, damage: list[tuple[str, int, int]], fix: bool, write: bool) -> None:
-        data = bytearray(sources[kind])
-        for where, at, value in damage:
-            span = 4096 if where.startswith("header") else 0x11000
-            data[layout[where] + at % span] = value
-        if fix:
-            for at in HEADER_SLOTS:
-                checksum = vhdx.Header.checksum_of(bytes(data[at : at + 4096]))
-                data[at + 4 : at + 8] = checksum.to_bytes(4, "little")
-            for at in REGION_SLOTS:
-                try:
-                    checksum = vhdx.RegionTable.checksum_of(bytes(data[at : at + 64 * KiB]))
-                except DiskspecError:
-                    continue
-                data[at + 4 : at + 8] = checksum.to_bytes(4, "little")
-        target.write_bytes(data)
-        try:
-            with time_limit(5), ds.open(target, "r+" if write else "r", format="vhdx",
-                                        parent=dyn if kind == "differencing" else None) as image:
-                for offset in range(0, min(image.size, 16 * MiB), 512 * KiB):
-                    image.seek(offset)
-                    image.read(512 * KiB)
-                    if write:
-                        image.seek(offset + 1000)
-                        image.write(b"w" * min(3000, image.size - image.tell()))
-                image.engine.check(repair=write)
-        except DiskspecError:
-            pass
-
-    fuzz()
-
-
 # -- 6. differencing identity and parents -------------------------------------------------------------
 
 
@@ -1785,33 +1490,3 @@ def test_partial_sector_write_needs_the_parent(tmp_path: Path) -> None:
     assert ds_read(child, parent=parent) == shadow
 
 
-def test_read_only_never_writes(tmp_path: Path) -> None:
-    parent = tmp_path / "parent.vhdx"
-    make_vhdx_parent(parent)
-    child = tmp_path / "child.vhdx"
-    with ds.create(child, "vhdx", None, subformat="differencing", parent=parent, block_size=MiB) as image:
-        random_writes(image, bytearray(image.size), random.Random(9), 5)
-    poke(parent, HEADER_SLOTS[1] + 1000, b"\x01")  # a damaged header a careless engine might "fix"
-    for p in (parent, child):
-        age(p)
-    before = {p: file_state(p) for p in (parent, child)}
-    with ds.open(child) as image:
-        backing = image.backing
-        assert backing is not None
-        assert not image.writable() and not backing.writable()
-        image.read()
-        list(image.extents())
-        image.engine.info()
-        image.engine.check()
-        attempts: list[Callable[[], Any]] = [
-            lambda: image.write(b"x"),
-            lambda: image.engine.write(0, memoryview(b"x" * 512)),
-            lambda: image.engine.check(repair=True),
-            lambda: backing.write(b"x"),
-            lambda: backing.engine.check(repair=True),
-        ]
-        for attempt in attempts:
-            with pytest.raises(ReadOnlyError):
-                attempt()
-        image.flush()
-    assert {p: file_state(p) for p in (parent, child)} == before

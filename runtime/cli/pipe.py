@@ -3,6 +3,8 @@
 When the reader of a pipe exits early, writes fail with EPIPE. qemu-img ignores that: the
 command runs to its end and exits with its own code (check's 2 for corruption stays 2).
 The command line does the same: once the pipe is gone, output is dropped, not raised.
+Text the stream cannot encode (a lone surrogate in a name an image holds) is written with
+backslash escapes, not raised either.
 """
 
 from __future__ import annotations
@@ -24,10 +26,26 @@ class PipeTolerant:
     def write(self, text: str) -> int:
         if not self.reader_gone:
             try:
-                return self._stream.write(text)
+                try:
+                    return self._stream.write(text)
+                except UnicodeEncodeError:  # e.g. a lone surrogate from a UTF-16 field
+                    self._stream.write(self._escaped(text))
+                    return len(text)
             except BrokenPipeError:
                 self._gone()
         return len(text)
+
+    def _escaped(self, text: str) -> str:
+        """`text` with what the stream cannot encode as backslash escapes (an image's
+        names are shown, never a UnicodeEncodeError)."""
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        errors = getattr(self._stream, "errors", None) or "strict"
+        if errors == "strict":
+            errors = "backslashreplace"
+        try:
+            return text.encode(encoding, errors).decode(encoding, "replace")
+        except UnicodeEncodeError:  # a handler of the stream's own that still fails
+            return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
     def flush(self) -> None:
         if not self.reader_gone:

@@ -411,7 +411,7 @@ def _parent_locator(label: str, raw: bytes, at: int) -> Node:
         try:
             key, value = entry.key, entry.value
         except CorruptError as exc:
-            enode.damage.append(f"key or value outside the item: {exc.reason}")
+            enode.damage.append(f"bad key or value: {exc}")
             continue
         enode.fields.append(Field("key", at + entry.key_offset, entry.key_length, key,
                                   None, "UTF-16LE"))

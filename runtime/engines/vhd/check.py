@@ -29,12 +29,14 @@ UNALLOCATED = 0xFFFFFFFF
 def check(engine: VhdEngine, repair: bool) -> CheckResult:
     result = CheckResult()
     if repair:
-        engine.require_writable()
+        engine.require_writable(repairing=True)
     _check_footers(engine, result, repair)
     if engine.header is not None:
         _check_blocks(engine, result, repair)
     if repair and result.repaired:
         engine.flush()
+    if repair:
+        engine.damage.clear()  # found again above, and repaired
     return result
 
 

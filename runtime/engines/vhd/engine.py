@@ -205,6 +205,33 @@ class VhdEngine(Engine):
                 self.data_end = size - FOOTER
             else:  # no footer at the end: append after every structure
                 self.data_end = round_up(max(size, self.structures_end()), SECTOR)
+        self.note_damage(self._misplaced_blocks())
+
+    def _misplaced_blocks(self) -> dict[int, str]:
+        """BAT entries whose block would lie past the end of the file or over the footer
+        copy, the dynamic header or the BAT: corruption. Found with two bulk scans (min and
+        max); the entries are looked at one by one only when one of them is off."""
+        assert self.header is not None
+        span = self.bitmap_bytes + self.block_size
+        end = max(self.data_end, self.file_size - FOOTER)
+        last = (end - span) // SECTOR  # the highest sector a block may start at
+        table_end = self.header.table_offset + 4 * len(self.bat)
+        meta = [(0, FOOTER), (self.footer.data_offset, self.footer.data_offset + HEADER),
+                (self.header.table_offset, table_end)]
+        high = max(filter(UNALLOCATED.__ne__, self.bat), default=None)
+        if high is None or (high <= last and min(self.bat) * SECTOR >= max(hi for _, hi in meta)):
+            return {}
+        damage: dict[int, str] = {}
+        for block, entry in enumerate(self.bat):
+            if entry == UNALLOCATED:
+                continue
+            start = entry * SECTOR
+            if entry > last:
+                damage[block] = (f"block {block}: its BAT entry points at {start:#x}, past the "
+                                 f"end of the data ({end:#x})")
+            elif any(start < hi and lo < start + span for lo, hi in meta):
+                damage[block] = f"block {block}: its BAT entry points at {start:#x}, into the metadata"
+        return damage
 
     def structures_end(self) -> int:
         """End of the BAT, the locator areas and every allocated block."""
@@ -340,6 +367,8 @@ class VhdEngine(Engine):
             entry = self.bat[block]
             if entry == UNALLOCATED:
                 yield Extent(pos, stop - pos, empty)
+            elif block in self.damage:
+                raise self.damage_error(block)
             else:
                 base = entry * SECTOR + self.bitmap_bytes - block * bs
                 if self.differencing:
@@ -364,6 +393,8 @@ class VhdEngine(Engine):
     def _bitmap(self, block: int) -> bytearray:
         bitmap = self._bitmaps.get(block)
         if bitmap is None:
+            if block in self.damage:
+                raise self.damage_error(block)
             at = self.bat[block] * SECTOR
             bitmap = bytearray(self.backend.pread(at, self.bitmap_bytes))
             if len(self._bitmaps) >= BITMAP_CACHE:
@@ -381,7 +412,7 @@ class VhdEngine(Engine):
         if self.disk_type == vhd.DiskType.FIXED:
             self.backend.readinto(offset, buf)
             return
-        if self.differencing:
+        if self.differencing or self.damage:  # through extents(), which name damaged blocks
             super().readinto(offset, buf)
             return
         shift = self.block_shift
@@ -419,7 +450,7 @@ class VhdEngine(Engine):
         lookups, one preadv for a read inside the disk and inside one allocated block (random
         4 KiB reads); anything else goes to `general`."""
         fd = self._fd
-        if fd < 0 or self.differencing:
+        if fd < 0 or self.differencing or self.damage:
             return general
         preadv, size = os.preadv, self.virtual_size
         if self.disk_type == vhd.DiskType.FIXED:
@@ -450,7 +481,7 @@ class VhdEngine(Engine):
 
     def fast_pread(self, general: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
         fd = self._fd
-        if fd < 0 or self.differencing:
+        if fd < 0 or self.differencing or self.damage:
             return general
         pread, size = os.pread, self.virtual_size
         if self.disk_type == vhd.DiskType.FIXED:
@@ -540,9 +571,10 @@ class VhdEngine(Engine):
             raise CorruptError(f"block {block} points past the end of the file",
                                offset=self.header_table_offset + 4 * block, path="bat")
         self.backend.pwrite(base + self.bitmap_bytes + within, piece)
-        # data first, then the bits: a crash in between leaves the old content visible
+        # data durable first, then the bits: a crash in between leaves the old content visible
         bitmap = self._bitmap(block)
         if bitmaps.set_range(bitmap, within // SECTOR, ceil_div(within + len(piece), SECTOR), MSB_FIRST):
+            self.barrier()
             self.backend.pwrite(base, bitmap)
 
     def _allocate(self, pending: list[tuple[int, int, memoryview]]) -> None:
@@ -595,12 +627,15 @@ class VhdEngine(Engine):
             i = j + 1
 
     def write_footer(self) -> None:
-        """Rewrite both footer copies (after a change of size or geometry)."""
+        """Rewrite both footer copies (after a change of size or geometry): the one at the
+        end first, which open() trusts; a crash before the copy at 0 is written leaves a
+        stale copy that check reports and `check -r` rewrites."""
         self.footer.update_checksum()
         raw = self.footer.build()
-        if self.disk_type != vhd.DiskType.FIXED:
-            self.backend.pwrite(0, raw)
         self.backend.pwrite(self.data_end, raw)
+        if self.disk_type != vhd.DiskType.FIXED:
+            self.barrier()
+            self.backend.pwrite(0, raw)
 
     # -- reporting -------------------------------------------------------------------------
 

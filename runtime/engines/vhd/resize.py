@@ -2,8 +2,9 @@
 
 Growing a dynamic image may need room for a longer BAT: blocks and locator areas in the way
 are first moved to the end of the file (each move: copy, make durable, then repoint), then
-the new BAT entries, the header and last the footers are written, so a crash leaves either
-the old size or the new one.
+the new BAT entries, the header and last the footers are written; a shrink writes the
+footers first and shortens the BAT last. A fixed image keeps its footer at the end of the
+file throughout (see _resize_fixed). So a crash leaves either the old size or the new one.
 """
 
 from __future__ import annotations
@@ -35,44 +36,59 @@ def resize(engine: VhdEngine, new_size: int) -> None:
     size, chs = geometry.creation_size(new_size, force)
     if size == engine.virtual_size:
         return
+    if size < engine.virtual_size and not engine.range_is_zero(size, engine.virtual_size - size):
+        raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
     if engine.disk_type == vhd.DiskType.FIXED:
-        _resize_fixed(engine, size)
+        _resize_fixed(engine, size, chs)
     else:
-        _resize_dynamic(engine, size)
-    footer.current_size = size
-    footer.disk_geometry = vhd.DiskGeometry(*chs)
-    engine.write_footer()
-    engine.barrier()
+        _resize_dynamic(engine, size, chs)
     engine.virtual_size = geometry.virtual_size(footer, engine.size_rule)
 
 
-def _resize_fixed(engine: VhdEngine, size: int) -> None:
-    old = engine.virtual_size
-    if size < old:
-        if not engine.range_is_zero(size, old - size):
-            raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
-        engine.data_end = size
-        engine.write_footer()
+def _new_footer(engine: VhdEngine, size: int, chs: tuple[int, int, int]) -> bytes:
+    footer = engine.footer
+    footer.current_size = size
+    footer.disk_geometry = vhd.DiskGeometry(*chs)
+    footer.update_checksum()
+    return footer.build()
+
+
+def _resize_fixed(engine: VhdEngine, size: int, chs: tuple[int, int, int]) -> None:
+    """Every step leaves a fixed VHD that opens with the old or the new size, and never shows
+    footer bytes as guest data: the footer at the end of the file is the only one read, and
+    a file longer than its footer's size has slack that the guest does not see."""
+    at = engine.data_end  # where the footer is now
+    backend = engine.backend
+    if size > at:
+        # 1. a copy of the old footer where the file will end: the grown part is slack
+        backend.pwrite(size, engine.footer.build())
         engine.barrier()
-        engine.backend.truncate(size + SECTOR)
-        return
-    # footer at the new end first; then clear the old footer's bytes, now guest data
-    engine.data_end = size
-    engine.write_footer()
+        stale, at = at, size
+        # 2. the old footer's bytes (slack now) become guest zeros
+        backend.pwrite(stale, bytes(SECTOR))
+        engine.barrier()
+    # 3. the footer at the end says the new size (a shrink leaves the cut part as slack)
+    raw = _new_footer(engine, size, chs)
+    backend.pwrite(at, raw)
     engine.barrier()
-    engine.backend.pwrite(old, bytes(SECTOR))
+    if at > size:
+        # 4. the footer where the file will end (in the slack), then the cut
+        backend.pwrite(size, raw)
+        engine.barrier()
+        backend.truncate(size + SECTOR)
+        engine.barrier()
+    engine.data_end = size
+    engine.file_size = size + SECTOR
 
 
-def _resize_dynamic(engine: VhdEngine, size: int) -> None:
+def _resize_dynamic(engine: VhdEngine, size: int, chs: tuple[int, int, int]) -> None:
+    """A longer BAT before a larger size, a smaller size before a shorter BAT: the BAT
+    always has entries for the size the footer says."""
     header = engine.header
     assert header is not None
     bs = engine.block_size
     old_entries = len(engine.bat)
     entries = ceil_div(size, bs)
-    # blocks wholly past a smaller end may hold only zeros: they drop out of the BAT (their
-    # space is a leak that `check -r` trims when it is at the end of the file)
-    if size < engine.virtual_size and not engine.range_is_zero(size, engine.virtual_size - size):
-        raise DiskspecError(f"shrinking to {size} bytes would lose data beyond that offset")
     if entries > old_entries:
         _make_room(engine, header.table_offset + round_up(4 * entries, SECTOR))
         grow = vhd.Bat(num_entries=entries - old_entries,
@@ -80,8 +96,20 @@ def _resize_dynamic(engine: VhdEngine, size: int) -> None:
         engine.backend.pwrite(header.table_offset + 4 * old_entries, grow.build())
         engine.bat.extend([UNALLOCATED] * (entries - old_entries))
         engine.barrier()
-    elif entries < old_entries:
+        _write_header(engine, entries)
+    _new_footer(engine, size, chs)
+    engine.write_footer()
+    engine.barrier()
+    if entries < old_entries:
+        # blocks wholly past the smaller end hold only zeros: they drop out of the BAT (their
+        # space is a leak that `check -r` trims when it is at the end of the file)
+        _write_header(engine, entries)
         del engine.bat[entries:]
+
+
+def _write_header(engine: VhdEngine, entries: int) -> None:
+    header = engine.header
+    assert header is not None
     header.max_table_entries = entries
     header.update_checksum()
     engine.backend.pwrite(engine.footer.data_offset, header.build())

@@ -27,7 +27,7 @@ OFFSET_MASK = ~(MIB - 1) & 0xFFFFFFFFFFFFFFFF
 def check(engine: VhdxEngine, repair: bool) -> CheckResult:
     result = CheckResult()
     if repair:
-        engine.require_writable()
+        engine.require_writable(repairing=True)
     damaged = [w for w in engine.warnings if w.startswith(("header", "region table"))]
     result.corruptions += damaged
     if engine.replayed and not engine.writable:
@@ -58,6 +58,7 @@ def check(engine: VhdxEngine, repair: bool) -> CheckResult:
         if b_start < a_end:
             result.corruptions.append(f"{b_name} at {b_start:#x} overlaps {a_name}")
     if repair:
+        engine.damage.clear()  # found again above, and repaired below
         if any(d.startswith("header") for d in damaged):
             engine.write_header()
             result.repaired += [f"rewrote {d.split(' at ')[0]}" for d in damaged if d.startswith("header")]

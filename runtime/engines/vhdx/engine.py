@@ -24,6 +24,7 @@ from ...errors import (
     DiskspecError,
     NotThisFormatError,
     ParentMissingError,
+    TruncatedError,
     UnsupportedFeatureError,
 )
 from ...extent import Extent, State
@@ -121,8 +122,12 @@ class VhdxEngine(Engine):
 
     def _open(self) -> None:
         backend = self.backend
-        if backend.size() < MIB or backend.pread(0, 8) != b"vhdxfile":
+        size = backend.size()
+        if size < 8 or backend.pread(0, 8) != b"vhdxfile":
             raise NotThisFormatError(f"{backend.path}: no VHDX file identifier")
+        if size < MIB:  # the identifier is there: the file was cut short
+            raise TruncatedError(f"{backend.path}: truncated to {size} bytes, less than the "
+                                 f"{MIB}-byte header section of a VHDX")
         self._read_headers()
         if not self.header.is_log_guid_zero and self.header.log_length:
             self._replay()
@@ -302,6 +307,24 @@ class VhdxEngine(Engine):
                                "entries", path="region_table.bat")
         raw = self.backend.pread(self.bat_region.file_offset, entries * 8)
         self.bat = vhdx.Bat.parse(raw, 0, num_entries=entries).entries
+        self.note_damage(self._misplaced_blocks())
+
+    def _misplaced_blocks(self) -> dict[int, str]:
+        """Present payload blocks that would end past the end of the file: corruption. One
+        bulk scan (max); entries are looked at one by one only when one of them is off."""
+        size, bs = self.file_backend.size(), self.block_size
+        if (max(self.bat, default=0) & OFFSET_MASK) + bs <= size:
+            return {}
+        damage: dict[int, str] = {}
+        cr = self.chunk_ratio
+        for index, entry in enumerate(self.bat):
+            at = entry & OFFSET_MASK
+            if index % (cr + 1) != cr and entry & 7 in (PBS.FULLY_PRESENT, PBS.PARTIALLY_PRESENT) \
+                    and at + bs > size:
+                block = index - index // (cr + 1)
+                damage[block] = (f"block {block}: its BAT entry points at {at:#x}, past the end "
+                                 f"of the file ({size:#x})")
+        return damage
 
     # -- the parent ------------------------------------------------------------------------
 
@@ -351,6 +374,22 @@ class VhdxEngine(Engine):
     def payload_entry(self, block: int) -> int:
         return self.bat[block + block // self.chunk_ratio]
 
+    def data_offset(self, index: int, length: int) -> int:
+        """The file offset BAT entry `index` points at, checked: `length` bytes there that
+        would end past anything a VHDX holds (MAX_FILE) are corruption, never an OverflowError."""
+        at = self.bat[index] & OFFSET_MASK
+        if at + length > MAX_FILE:
+            raise self._beyond(index, at)
+        return at
+
+    def _beyond(self, index: int, at: int) -> CorruptError:
+        cr = self.chunk_ratio
+        what = f"the sector bitmap of chunk {index // (cr + 1)}" if index % (cr + 1) == cr \
+            else f"block {index - index // (cr + 1)}"
+        return CorruptError(f"{what} of {self.backend.path} is at file offset {at:#x}, past "
+                            f"anything a VHDX holds", offset=self.bat_region.file_offset + 8 * index,
+                            path="bat")
+
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
         end = min(offset + length, self.virtual_size)
         bs = self.block_size
@@ -359,9 +398,15 @@ class VhdxEngine(Engine):
         while pos < end:
             block = pos >> self.block_shift
             stop = min(end, (block + 1) * bs)
-            entry = self.payload_entry(block)
+            index = block + block // self.chunk_ratio
+            if block in self.damage:
+                raise self.damage_error(block)
+            entry = self.bat[index]
             state = entry & 7
-            base = (entry & OFFSET_MASK) - block * bs
+            base = entry & OFFSET_MASK
+            if base + bs > MAX_FILE and state in (PBS.FULLY_PRESENT, PBS.PARTIALLY_PRESENT):
+                raise self._beyond(index, base)
+            base -= block * bs
             if state == PBS.FULLY_PRESENT:
                 yield Extent(pos, stop - pos, State.DATA, base + pos)
             elif state == PBS.NOT_PRESENT:
@@ -400,7 +445,7 @@ class VhdxEngine(Engine):
             if entry & 7 != SBS.PRESENT:
                 raise CorruptError(f"chunk {chunk} has partially present blocks but no sector bitmap",
                                    path="bat")
-            bitmap = bytearray(self.backend.pread(entry & OFFSET_MASK, MIB))
+            bitmap = bytearray(self.backend.pread(self.data_offset(self.bitmap_index(chunk), MIB), MIB))
             if len(self._bitmaps) >= BITMAP_CACHE:
                 del self._bitmaps[next(iter(self._bitmaps))]
             self._bitmaps[chunk] = bitmap
@@ -409,7 +454,7 @@ class VhdxEngine(Engine):
     # -- reading ---------------------------------------------------------------------------
 
     def readinto(self, offset: int, buf: memoryview) -> None:
-        if self.has_parent:
+        if self.has_parent or self.damage:  # through extents(), which name damaged blocks
             super().readinto(offset, buf)
             return
         bs, shift, cr, bat = self.block_size, self.block_shift, self.chunk_ratio, self.bat
@@ -423,7 +468,7 @@ class VhdxEngine(Engine):
             part = buf[done : done + take]
             state = entry & 7
             if state == PBS.FULLY_PRESENT:
-                self.backend.readinto((entry & OFFSET_MASK) + within, part)
+                self.backend.readinto(self.data_offset(block + block // cr, bs) + within, part)
             elif state == PBS.NOT_PRESENT or state in ZERO_STATES:
                 fill_zero(part)
             else:
@@ -433,7 +478,7 @@ class VhdxEngine(Engine):
     def fast_reader(self, general: Callable[[int, memoryview], None]
                     ) -> Callable[[int, memoryview], None]:
         fd = self._fd
-        if fd < 0 or self.has_parent:
+        if fd < 0 or self.has_parent or self.damage:
             return general
         bat, shift, bs, cr, size, preadv = (self.bat, self.block_shift, self.block_size,
                                             self.chunk_ratio, self.virtual_size, os.preadv)
@@ -448,8 +493,11 @@ class VhdxEngine(Engine):
                 entry = bat[block + block // cr]
                 state = entry & 7
                 if state == 6:
-                    if preadv(fd, [buf], (entry & OFFSET_MASK) + within) == n:
-                        return
+                    try:
+                        if preadv(fd, [buf], (entry & OFFSET_MASK) + within) == n:
+                            return
+                    except OverflowError:  # an offset no file has: general() names the block
+                        pass
                 elif state in zero_states and n <= zlen:  # not present, zero, unmapped...
                     buf[:] = zeros[:n]
                     return
@@ -559,11 +607,11 @@ class VhdxEngine(Engine):
         entry = self.bat[index]
         state = entry & 7
         if state == PBS.FULLY_PRESENT:
-            self.file_backend.pwrite((entry & OFFSET_MASK) + within, piece)
+            self.file_backend.pwrite(self.data_offset(index, self.block_size) + within, piece)
             return
         if state == PBS.PARTIALLY_PRESENT:
             lo, piece = self._whole_sectors(block, within, piece)
-            self.file_backend.pwrite((entry & OFFSET_MASK) + lo, piece)
+            self.file_backend.pwrite(self.data_offset(index, self.block_size) + lo, piece)
             self._set_bits(block, lo, len(piece))  # data first, then the bits (via the log)
             return
         # a new block: where the file ends, 1 MiB aligned, zero-filled by extension
@@ -628,10 +676,9 @@ class VhdxEngine(Engine):
         base = self.bat[sb_index] & OFFSET_MASK
         pages = [(base + p * log.SECTOR, bytes(bitmap[p * log.SECTOR : (p + 1) * log.SECTOR]))
                  for p in sorted(changed)]
-        if indexes:
-            self.barrier()
-            pages += self.bat_pages(indexes)
+        pages += self.bat_pages(indexes) if indexes else []
         if pages:
+            self.barrier()  # the data is durable before the log says its sectors are present
             self.log_and_apply(pages)
 
     # -- reporting -------------------------------------------------------------------------

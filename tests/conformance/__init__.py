@@ -1,0 +1,1 @@
+"""The conformance kit: one suite every registered engine passes (see kit.py)."""
