@@ -51,6 +51,10 @@ def refusal(referrer: Path, candidate: Path, policy: Policy) -> str | None:
     when it may be opened."""
     if "\0" in str(candidate):  # no file has such a name; the OS calls would raise
         return "a name with a NUL byte"
+    try:
+        os.fsencode(candidate)
+    except UnicodeError:  # e.g. a lone surrogate from a UTF-16 name
+        return "a name the file system cannot encode"
     if policy == "confined":
         home = referrer.resolve().parent
         real = candidate.resolve() if candidate.is_absolute() else (referrer.parent / candidate).resolve()

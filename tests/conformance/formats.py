@@ -56,3 +56,62 @@ ENTRY_PAST_EOF: dict[str, Callable[[Path], int]] = {
     "vpc": _vhd_entry_past_eof,
     "vhdx": _vhdx_entry_past_eof,
 }
+
+
+# -- named hostile inputs (the audit's minimal cases), besides the generated mutations ---------
+
+
+def _vhdx_odd_locator_value(path: Path) -> None:
+    """A parent-locator value of odd byte length: half a UTF-16 code unit."""
+    from diskspec.formats import vhdx
+
+    from ..test_vhdx_engine import PARENT_LOCATOR, metadata_item, poke
+    at, raw = metadata_item(path, PARENT_LOCATOR)
+    entry = vhdx.ParentLocatorEntry.parse(raw, 20)
+    entry.value_length -= 1
+    poke(path, at + 20, entry.build())
+
+
+def _vhdx_surrogate_in_locator(path: Path) -> None:
+    """A lone surrogate in a parent path (same length: the item keeps its size)."""
+    from .. import samples
+    from ..test_vhdx_engine import PARENT_LOCATOR, patch_item
+    with ds.open(path, format="vhdx", backing=False) as image:
+        assert isinstance(image.engine, VhdxEngine)
+        locator = dict(image.engine.locator)
+    key = next(k for k in locator if k.endswith("path"))
+    locator[key] = locator[key][:-1] + "\ud800"
+    patch_item(path, PARENT_LOCATOR, samples.vhdx_parent_locator(list(locator.items())))
+
+
+def _vhdx_bat_offset_2_63(path: Path) -> None:
+    """A present block at file offset 2^63 (the BAT has no checksum to fix)."""
+    with ds.open(path, format="vhdx", backing=False) as image:
+        engine = image.engine
+        assert isinstance(engine, VhdxEngine)
+        at = engine.bat_region.file_offset
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(((1 << 63) | 6).to_bytes(8, "little"))
+
+
+def _vhd_surrogate_in_parent_name(path: Path) -> None:
+    from ..test_vhd_engine import patch_header
+    patch_header(path, parent_unicode_name="par\udc80ent.vhd".ljust(256, "\0"))
+
+
+def _vhd_nul_in_locator(path: Path) -> None:
+    from diskspec.formats import vhd
+
+    from ..test_vhd_engine import set_locators
+    set_locators(path, [(vhd.PlatformCode.W2RU, "par\0ent.vhd".encode("utf-16-le"))])
+
+
+#: format -> (name, needs a differencing image, recipe that damages the image in place)
+HOSTILE_INPUTS: dict[str, list[tuple[str, bool, Callable[[Path], None]]]] = {
+    "vhdx": [("odd-length locator value", True, _vhdx_odd_locator_value),
+             ("surrogate in a locator", True, _vhdx_surrogate_in_locator),
+             ("BAT offset 2^63", False, _vhdx_bat_offset_2_63)],
+    "vpc": [("surrogate in the parent name", True, _vhd_surrogate_in_parent_name),
+            ("NUL in a locator", True, _vhd_nul_in_locator)],
+}

@@ -13,6 +13,7 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import crc32c
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from diskspec.runtime.dissect import Node, dissect
 
+from .formats import HOSTILE_INPUTS
 from .kit import Built, Case, all_cases, build, examples
 
 PROBE = Path(__file__).with_name("hostile_probe.py")
@@ -126,3 +128,19 @@ def test_mutated_structures_give_clear_errors(tmp_path: Path, case: Case) -> Non
     collect()
     failures = [r for r in run_probe(corpus) if not r["ok"]]
     assert not failures, "\n\n".join(f"{r['file']}: {r['error']}\n{r['trace']}" for r in failures[:5])
+
+
+NAMED = [(c, name, recipe) for c in PARSED for name, child, recipe in HOSTILE_INPUTS.get(c.format, [])
+         if child == (c.parent is not None) and (c.parent is None or c.parent.format == c.format)
+         and (child or c.variant == next(iter(c.caps.variants)))]
+
+
+@pytest.mark.parametrize(("case", "name", "recipe"), NAMED, ids=[f"{c.id}-{n}" for c, n, _ in NAMED])
+def test_named_hostile_inputs_give_clear_errors(tmp_path: Path, case: Case, name: str,
+                                                recipe: Callable[[Path], None]) -> None:
+    """The audit's minimal inputs (odd-length and surrogate strings, offsets >= 2^63, NUL in
+    a name): through the same probe as the mutations."""
+    source = build(case, tmp_path / "src", fill=12)
+    recipe(source.path)
+    (result,) = run_probe([(source.path, case.format)])
+    assert result["ok"], f"{name}: {result['error']}\n{result['trace']}"
