@@ -29,12 +29,15 @@ class Image(io.RawIOBase):
     end read as zero) and `pread(offset, length)` returns bytes (short at the end).
     """
 
-    def __init__(self, engine: Engine, path: Path):
+    def __init__(self, engine: Engine, path: Path, cache: str = "writeback"):
         super().__init__()
         self.engine = engine
         self.path = path
         self._pos = 0
-        self._sync_on_close = True
+        self.cache = check_cache(cache)
+        # unsafe: no barriers, no flush (qemu's cache=unsafe: for scratch images)
+        engine.barriers = self.cache != "unsafe"
+        self._sync_on_close = self.cache != "unsafe"
         # Positioned reads, specialised by the engine for the common case: the hot path of
         # random reads is then one closure call and one preadv/pread.
         self.read_at: Callable[[int, memoryview], None] = engine.fast_reader(self._read_at)
@@ -117,6 +120,8 @@ class Image(io.RawIOBase):
         if len(view):
             self.engine.write(self._pos, view)
             self._pos += len(view)
+            if self.cache == "writethrough":  # durable before write() returns
+                self.engine.flush()
         return len(view)
 
     def flush(self) -> None:
@@ -127,7 +132,7 @@ class Image(io.RawIOBase):
         """Close (the parents too); `sync` False skips the final flush, for a caller that
         has made the image durable itself or does not want it durable (qemu's cache=unsafe)."""
         if not self.closed:
-            self._sync_on_close = sync
+            self._sync_on_close = sync and self.cache != "unsafe"
             try:
                 super().close()  # flushes
             finally:
@@ -198,9 +203,22 @@ def _named_extents(extents: Iterator[Extent], path: Path) -> Iterator[Extent]:
         raise
 
 
+#: qemu's cache modes (-t): "writeback" (default: barriers inside allocations, data durable
+#: at flush() and close()), "writethrough" (every write durable before it returns), "unsafe"
+#: (no barriers and no flush: fast, for images nobody needs after a crash)
+CACHE_MODES = ("writeback", "writethrough", "unsafe")
+
+
+def check_cache(value: object) -> str:
+    if value not in CACHE_MODES:
+        raise DiskspecError(f"cache must be one of {', '.join(CACHE_MODES)}, not {value!r}")
+    return str(value)
+
+
 def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = None, *,  # noqa: A001
          parent: str | os.PathLike[str] | Image | None = None, backing: bool = True,
-         share: bool = False, backing_policy: str = DEFAULT, **options: Any) -> Image:
+         share: bool = False, backing_policy: str = DEFAULT, cache: str = "writeback",
+         **options: Any) -> Image:
     """Open an image as a file object over its guest disk.
 
     mode: "r" (read-only, the file is never written) or "r+" (read-write).
@@ -212,20 +230,22 @@ def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = Non
         unless named by `parent`) or "any" (wherever the image says, as qemu).
     share: open read-only even while another process (a running VM) holds the image, like
         qemu's -U; without it an image in use raises ImageInUseError (qemu's image locks).
+    cache: "writeback" (default), "writethrough" or "unsafe", as qemu's -t (CACHE_MODES).
     options: engine options, e.g. size_rule="chs" | "current_size" for VHD.
     """
+    check_cache(cache)
     if mode not in ("r", "rb", "r+", "rb+", "r+b"):
         raise DiskspecError(f"mode must be 'r' or 'r+', not {mode!r} (use create() for new images)")
     if share and "+" in mode:
         raise DiskspecError("share (-U) opens images read-only only")
     return _open(Path(path), "+" in mode, format, parent, backing, options, [], share,
-                 check_policy(backing_policy))
+                 check_policy(backing_policy), cache)
 
 
 def _open(path: Path, writable: bool, format: str | None,
           parent: str | os.PathLike[str] | Image | None, backing: bool,
           options: dict[str, Any], seen: list[Path], share: bool = False,
-          policy: Policy = DEFAULT) -> Image:
+          policy: Policy = DEFAULT, cache: str = "writeback") -> Image:
     real = path.resolve()
     if real in seen:
         raise CorruptError(f"backing chain loops back to {path}")
@@ -241,7 +261,7 @@ def _open(path: Path, writable: bool, format: str | None,
     except DiskspecError as exc:
         name_file(exc, path)
         raise
-    image = Image(engine, path)
+    image = Image(engine, path, cache)
     try:
         if backing and engine.needs_parent:
             engine.backing = _open_parent(image, parent, [*seen, real], share, policy)
@@ -297,15 +317,16 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
 
 
 def create(path: str | os.PathLike[str], format: str, size: int | None, *,
-           backing_policy: str = DEFAULT, **options: Any) -> Image:
+           backing_policy: str = DEFAULT, cache: str = "writeback", **options: Any) -> Image:
     """Create a new image and return it open read-write; `backing_policy` is open()'s, for
-    the parents of the parent named by `parent=`."""
+    the parents of the parent named by `parent=`; `cache` is open()'s."""
+    check_cache(cache)
     target = Path(path)
     if target.exists():
         raise DiskspecError(f"{target} exists; refusing to overwrite it")
     cls = engine_for(format)
     engine = cls.create(target, size, **options)
-    image = Image(engine, target)
+    image = Image(engine, target, cache)
     if engine.needs_parent:
         try:
             # the parent the caller named (the engine stored it in the new image's locators),

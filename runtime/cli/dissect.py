@@ -1,7 +1,9 @@
 """`diskspec dissect`: the forensic view of an image file (read-only).
 
-Exit codes: 0 the file was dissected (damage found or not: see the output, or "damaged" in
-the JSON); 1 an error (no such file, an unknown --hexdump structure, bad arguments).
+Exit codes (EXIT_CODES, shown by --help): 0 dissected, no problem found; 2 dissected, and
+problems were found (a damage note or a failed verdict anywhere in the tree); 1 dissect could
+not run (no such file, not a regular file or block device, an unknown --hexdump structure,
+bad arguments).
 """
 
 from __future__ import annotations
@@ -20,11 +22,22 @@ from ..dissect.options import Options
 from ..dissect.render import HEXDUMP_LIMIT, hexdump_document, hexdump_lines, write_json, write_plain
 from ..errors import DiskspecError
 
-DESCRIPTION = """Show every structure of a VHD or VHDX image in file order: offsets, sizes,
-every field with the meaning of its codes, checksum verdicts (stored vs computed), both VHDX
-headers and region tables and which is current, the metadata items, parent locators, log
-entries, a BAT summary, and the gaps no structure references (possible remnants). The file
-is opened read-only; damaged images are dissected as far as they go and the damage named."""
+DESCRIPTION = """\
+Show every structure of a VHD or VHDX image in file order: offsets, sizes, every field with
+the meaning of its codes, checksum verdicts (stored vs computed), both VHDX headers and region
+tables and which is current, the metadata items, parent locators, log entries, a BAT summary,
+and the gaps no structure references (possible remnants). The file is opened read-only;
+damaged images are dissected as far as they go and the damage named."""
+
+EXIT_CODES = """exit codes:
+  0  the file was dissected and no problem was found
+  2  the file was dissected and problems were found: a damage note or a failed check
+     anywhere in the tree (see the output, or "damaged" and "damage" in the JSON)
+  1  dissect could not run (no such file, not a regular file or block device, an
+     unknown --hexdump structure, bad arguments), with one line on stderr"""
+
+#: the exit codes of a run that dissected the file
+CLEAN, PROBLEMS = 0, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="diskspec dissect", description=DESCRIPTION)
+    p = _Parser(prog="diskspec dissect", description=DESCRIPTION, epilog=EXIT_CODES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="the image (VHD, VHDX; anything else is shown as raw)")
     p.add_argument("--output", choices=("human", "json"), default="human",
                    help="a readable tree (default) or JSON (schema: runtime/dissect/SCHEMA.md)")
@@ -72,12 +86,14 @@ def _main(argv: list[str]) -> int:
         raise DiskspecError("--hexdump-limit and --gap-budget must be positive")
     options = Options(bat=args.bat, scan_gaps=not args.no_gaps, gap_budget=args.gap_budget)
     root = dissect(args.file, options=options)
+    code = PROBLEMS if root.all_damage() else CLEAN
     if args.hexdump:
-        return _hexdumps(root, args)
+        _hexdumps(root, args)
+        return code
     out = sys.stdout
     if args.output == "json":
         write_json(root, out)
-        return 0
+        return code
     use_rich = not args.plain and importlib.util.find_spec("rich") is not None
     if use_rich:
         from ..dissect.render import write_rich
@@ -87,10 +103,10 @@ def _main(argv: list[str]) -> int:
         write_rich(root, out, brief=args.brief, color=color, width=width)
     else:
         write_plain(root, out, brief=args.brief)
-    return 0
+    return code
 
 
-def _hexdumps(root: Node, args: argparse.Namespace) -> int:
+def _hexdumps(root: Node, args: argparse.Namespace) -> None:
     nodes = []
     for name in args.hexdump:
         node = root.find(name)
@@ -105,13 +121,12 @@ def _hexdumps(root: Node, args: argparse.Namespace) -> int:
                     for name, node in nodes]
             json.dump(docs[0] if len(docs) == 1 else docs, sys.stdout, indent=2)
             sys.stdout.write("\n")
-            return 0
+            return
         for i, (_name, node) in enumerate(nodes):
             if i:
                 sys.stdout.write("\n")
             for line in hexdump_lines(reader, node, args.hexdump_limit):
                 sys.stdout.write(line + "\n")
-    return 0
 
 
 if __name__ == "__main__":

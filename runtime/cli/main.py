@@ -59,6 +59,7 @@ Exit codes: 0 success; 1 failure (bad arguments, unreadable or damaged image, un
 feature: one line "diskspec: ..." on stderr). check: 0 no problems, 1 check not completed,
 2 corruptions found (remaining after -r), 3 only leaks remain, 63 format has no check.
 compare: 0 identical, 1 different, 2 bad arguments or cannot open an image, 4 read error.
+dissect: 0 no problem found, 2 problems found (damage or a failed check), 1 could not run.
 130: interrupted (Ctrl-C; a partly converted target is removed). 2: unknown COMMAND.
 
 Run `diskspec COMMAND --help` for the options of a command.

@@ -88,6 +88,7 @@ def _dissect(path: Path, reader: Reader, options: Options) -> Node:
     else:
         _raw(root, reader, head, tail)
     gaps.overlaps(root)
+    _failed_verdicts_are_damage(root)
     if fmt != "raw":
         gaps.add_gaps(root, reader, gaps.ScanOptions(options.scan_gaps, options.gap_budget))
     root.sort()
@@ -97,6 +98,18 @@ def _dissect(path: Path, reader: Reader, options: Options) -> Node:
                     + (f" {sub}" if sub else "") + f", {human_size(size)} file"
                     + (f", {damage} problem(s) found" if damage else ", no damage found"))
     return root
+
+
+def _failed_verdicts_are_damage(root: Node) -> None:
+    """Every failed verdict is a problem: a node whose failed verdict left no damage note (a
+    checksum that could not be computed, say) gets one, so the damage list, the JSON's
+    "damaged" and `diskspec dissect`'s exit code all say the same."""
+    for _path, node in root.walk():
+        for v in node.verdicts:
+            if not v.ok and not node.damage:
+                node.damage.append(f"{v.name} not verified: {v.detail}" if v.computed is None
+                                   else f"{v.name} bad: {v.detail}" if v.detail
+                                   else f"{v.name} bad")
 
 
 def _raw(root: Node, reader: Reader, head: bytes, tail: bytes) -> None:

@@ -151,13 +151,13 @@ def dissect(reader: Reader, root: Node, options: Options) -> None:
         return
     footer_at = tail_at if end_node is not None else size
     if fixed:
-        _fixed(root, trusted, footer_at)
+        _fixed(root, trusted, footer_at, vsize)
     else:
         _dynamic(root, reader, trusted, footer_at, options,
                  differencing=disk_type == vhd.DiskType.DIFFERENCING)
 
 
-def _fixed(root: Node, footer: vhd.Footer, footer_at: int) -> None:
+def _fixed(root: Node, footer: vhd.Footer, footer_at: int, vsize: int) -> None:
     want = footer.current_size
     have = min(want, footer_at)
     data = root.add(Node("data", 0, have, "data",
@@ -165,6 +165,12 @@ def _fixed(root: Node, footer: vhd.Footer, footer_at: int) -> None:
     if want > footer_at:
         data.damage.append(f"the footer claims {want} bytes of data but the file holds "
                            f"{footer_at} before its footer: truncated by {want - footer_at} bytes")
+    elif vsize > footer_at:
+        g = footer.disk_geometry
+        data.damage.append(f"the geometry {g.cylinders}/{g.heads}/{g.sectors_per_track} claims "
+                           f"{vsize} bytes but the file holds {footer_at} before its footer: the "
+                           "disk would read the footer as guest data (the engine cuts the disk "
+                           "to the data)")
 
 
 def _dynamic(root: Node, reader: Reader, footer: vhd.Footer, footer_at: int, options: Options,

@@ -1,7 +1,8 @@
 """Checking (and repairing) VHD images: qemu-img cannot check VHD at all.
 
-Corruptions: bad or mismatched footers, BAT entries past the end of the file, blocks that
-overlap each other or the metadata. Leaks: file space no structure references. Repairs are
+Corruptions: bad or mismatched footers, a fixed image whose geometry claims more data than
+the file holds, BAT entries past the end of the file, blocks that overlap each other or the
+metadata. Leaks: file space no structure references. Repairs are
 only the safe ones: rewrite a damaged footer copy from the good one, drop BAT entries that
 point past the end of the file (their data cannot be read anyway), and trim leaked space at
 the end of the file (footer first, then truncate).
@@ -52,6 +53,9 @@ def _check_footers(engine: VhdEngine, result: CheckResult, repair: bool) -> None
             backend.pwrite(tail_at, good)
             result.repaired.append(f"rewrote the footer at {tail_at:#x} from the valid copy")
     if engine.disk_type == vhd.DiskType.FIXED:
+        if engine.size_overrun:  # not repaired: which size is meant only the user knows
+            result.corruptions.append(f"{engine.size_overrun} (the disk reads as "
+                                      f"{engine.virtual_size} bytes; the footer is not guest data)")
         return
     head = backend.pread(0, 512)
     if head != good:

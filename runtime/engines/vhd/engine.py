@@ -29,6 +29,7 @@ from ...errors import (
     UnsupportedFeatureError,
 )
 from ...extent import Extent, State
+from ...tables import run_end
 from ...util import ZEROS, ceil_div, fill_zero, round_up
 from . import geometry, locators
 from .split import split_parts
@@ -79,6 +80,8 @@ class VhdEngine(Engine):
         self.bitmap_bytes = 0  # sector bitmap size on disk, padded to whole sectors
         self.data_end = 0  # where the next block goes (the footer's current offset)
         self.file_size = 0
+        #: a fixed image whose size rule claims more than the file's data: what it claims
+        self.size_overrun = ""
         self._bitmaps: dict[int, bytearray] = {}
         #: the descriptor for the one-block fast path (-1 for split images)
         self._fd: int = backend.fd if isinstance(backend, FileBackend) else -1
@@ -130,11 +133,28 @@ class VhdEngine(Engine):
                     f"fixed VHD claims {footer.current_size} bytes of data, file holds {footer_at}",
                     offset=footer_at, path="footer.current_size")
             engine.data_end = footer_at
+            engine.clamp_to_data(footer_at)
         elif footer.disk_type in (vhd.DiskType.DYNAMIC, vhd.DiskType.DIFFERENCING):
             engine._open_dynamic(footer_at)
         else:
             raise UnsupportedFeatureError(f"VHD disk type {int(footer.disk_type)}")
         return engine
+
+    def clamp_to_data(self, footer_at: int) -> None:
+        """A fixed VHD's disk is the data before its footer: a size rule (the CHS geometry)
+        that claims more is corruption. The disk is cut to the data the file holds, so no
+        read returns the footer as guest data and no write reaches it; check reports it."""
+        held = footer_at // SECTOR * SECTOR
+        if self.virtual_size <= held:
+            return
+        g = self.footer.disk_geometry
+        self.size_overrun = (
+            f"the geometry {g.cylinders}/{g.heads}/{g.sectors_per_track} (size rule "
+            f"{self.size_rule}) claims {self.virtual_size} bytes, but the file holds {held} bytes "
+            "of data before its footer")
+        self.warnings.append(f"{self.backend.path}: {self.size_overrun}: the disk is cut to "
+                             f"{held} bytes (corrupt)")
+        self.virtual_size = held
 
     @staticmethod
     def _find_footer(backend: Backend, size: int) -> tuple[vhd.Footer, int, list[str]]:
@@ -365,7 +385,9 @@ class VhdEngine(Engine):
             block = pos >> self.block_shift
             stop = min(end, (block + 1) * bs)
             entry = self.bat[block]
-            if entry == UNALLOCATED:
+            if entry == UNALLOCATED:  # the whole run of unallocated blocks, found in bulk
+                last = run_end(self.bat, block, ((end - 1) >> self.block_shift) + 1)
+                stop = min(end, last * bs)
                 yield Extent(pos, stop - pos, empty)
             elif block in self.damage:
                 raise self.damage_error(block)

@@ -43,6 +43,9 @@ def resize(engine: VhdEngine, new_size: int) -> None:
     else:
         _resize_dynamic(engine, size, chs)
     engine.virtual_size = geometry.virtual_size(footer, engine.size_rule)
+    engine.size_overrun = ""  # the new footer's geometry was made for the new size
+    if engine.disk_type == vhd.DiskType.FIXED:
+        engine.clamp_to_data(engine.data_end)  # (unless a size rule override says otherwise)
 
 
 def _new_footer(engine: VhdEngine, size: int, chs: tuple[int, int, int]) -> bytes:

@@ -28,7 +28,8 @@ def check(engine: VhdxEngine, repair: bool) -> CheckResult:
     result = CheckResult()
     if repair:
         engine.require_writable(repairing=True)
-    damaged = [w for w in engine.warnings if w.startswith(("header", "region table"))]
+    # as the file holds them now: after a repair the open-time warnings are history
+    damaged = engine.copy_damage()
     result.corruptions += damaged
     if engine.replayed and not engine.writable:
         result.warnings.append(f"the log holds {engine.replayed} entries to replay (done in memory)")
@@ -74,4 +75,6 @@ def check(engine: VhdxEngine, repair: bool) -> CheckResult:
                 engine.bat[index] = PBS.NOT_PRESENT
             engine.log_and_apply(engine.bat_pages(bad))
             result.repaired.append(f"marked {len(bad)} blocks that pointed past the end as not present")
+        if damaged:
+            engine.forget_copy_damage()
     return result

@@ -29,6 +29,7 @@ from ...errors import (
 )
 from ...extent import Extent, State
 from ...overlay import OverlayBackend
+from ...tables import run_end
 from ...util import ZEROS, ceil_div, fill_zero, round_up
 from . import guids, log
 
@@ -136,22 +137,25 @@ class VhdxEngine(Engine):
         self._read_bat()
 
     def _read_headers(self) -> None:
-        found: list[tuple[int, int, vhdx.Header]] = []
-        for slot, at in enumerate(HEADER_SLOTS):
-            raw = self.backend.pread(at, vhdx.Header.SIZE)
-            if raw[:4] != b"head" or not vhdx.Header.verify_buffer(raw):
-                self.warnings.append(f"header {slot + 1} at {at:#x} is invalid (signature or CRC-32C)")
-                continue
-            try:
-                found.append((slot, at, vhdx.Header.parse(raw)))
-            except CorruptError as exc:
-                self.warnings.append(f"header {slot + 1} at {at:#x}: {exc}")
+        found, problems = _scan_headers(self.backend)
+        self.warnings += problems
         if not found:
             raise CorruptError("no valid VHDX header (both fail their checks)", offset=HEADER_SLOTS[0],
                                path="header")
         # the current header: the valid one with the larger sequence number; slot 1 on a tie
         slot, _, header = max(found, key=lambda f: (f[2].sequence_number, -f[0]))
         self.header, self.header_slot = header, slot
+
+    def copy_damage(self) -> list[str]:
+        """What is wrong with the two header copies and the two region table copies as the
+        file holds them now (the open-time warnings say what was wrong then)."""
+        return _scan_headers(self.backend)[1] + _scan_region_tables(self.backend)[2]
+
+    def forget_copy_damage(self) -> None:
+        """After a repair: the warnings about header and region table copies say what the
+        file holds now."""
+        self.warnings = [w for w in self.warnings if not w.startswith(COPY_WARNINGS)]
+        self.warnings += self.copy_damage()
 
     def _replay(self) -> None:
         ring = log.read_log(self.backend, self.header)
@@ -172,6 +176,7 @@ class VhdxEngine(Engine):
             if offset + length > MAX_FILE or size > MAX_FILE:
                 raise CorruptError(f"a log entry writes at {offset:#x} (+{length}), past any VHDX",
                                    path="log.descriptor.file_offset")
+        self._bound_growth(entries, writes)
         if self.writable:
             # the file changes: a new FileWriteGuid first ([MS-VHDX] 2.2.2)
             self.header.file_write_guid = uuid.uuid4().bytes_le
@@ -200,6 +205,67 @@ class VhdxEngine(Engine):
         self._fd = -1
         self.warnings.append(f"replayed {len(entries)} log entries in memory (the file is untouched)")
 
+    def _bound_growth(self, entries: list[log.Entry], writes: list[tuple[int, bytes | int]]) -> None:
+        """A replay may grow the file only to its plausible end; past it, the log is corrupt
+        (and nothing is written, or kept in memory, for it).
+
+        The plausible end is the end of the file as it is, or, to grow it, both
+        - the entry's last_file_offset ([MS-VHDX] 2.3.1.1: an offset every structure the
+          entry refers to fits into), rounded up to 1 MiB as QEMU rounds it, and
+        - what the image's layout can need: the header section, the log and every region,
+          then a block for every payload BAT entry and 1 MiB for every sector bitmap entry
+          (the layout as the replay leaves it: region tables and metadata read through the
+          entries' data descriptors).
+        """
+        path = self.backend.path
+        file_size = self.backend.size()
+        grows = False
+        for e in entries:
+            last = round_up(e.header.last_file_offset, MIB)
+            grows = grows or e.header.last_file_offset > file_size
+            for offset, data in e.writes:
+                end = offset + (data if isinstance(data, int) else len(data))
+                if end <= file_size:
+                    continue
+                grows = True
+                if end > last:
+                    raise CorruptError(
+                        f"{path}: log entry {e.sequence} writes at {offset:#x} (to {end:#x}), past "
+                        f"the end of the file ({file_size:#x}) and past its last_file_offset "
+                        f"({e.header.last_file_offset:#x})", path="log.descriptor.file_offset")
+        if not grows:
+            return
+        target = max([entries[-1].header.last_file_offset] +
+                     [o + (d if isinstance(d, int) else len(d)) for o, d in writes])
+        need = self._layout_need(writes, target)
+        if target > need:
+            raise CorruptError(f"{path}: the log would grow the file to {target:#x} bytes, past "
+                               f"the {need:#x} bytes a VHDX of this layout can need "
+                               f"(the file has {file_size:#x})", path="log.descriptor.file_offset")
+
+    def _layout_need(self, writes: list[tuple[int, bytes | int]], target: int) -> int:
+        """The largest file the layout the log leaves can need (see _bound_growth)."""
+        pages: dict[int, bytes] = {}
+        for offset, data in writes:
+            if not isinstance(data, int):
+                _overlay_put(pages, offset, data)
+        probe = VhdxEngine(OverlayBackend(self.backend, pages, self.backend.size()))
+        probe.header = self.header
+        try:
+            probe._read_regions()
+            probe._read_metadata()  # (the codec holds the block size to 1-256 MiB)
+        except DiskspecError as exc:
+            raise CorruptError(f"{self.backend.path}: the log would grow the file to {target:#x} "
+                               f"bytes, and the layout it leaves cannot be read to bound that: "
+                               f"{exc}", path="log.descriptor.file_offset") from None
+        blocks = ceil_div(probe.virtual_size, probe.block_size)
+        cr = probe.chunk_ratio
+        entries = ceil_div(blocks, cr) * (cr + 1) if probe.has_parent else \
+            blocks + (blocks - 1) // cr if blocks else 0
+        structures = max([MIB, self.header.log_offset + self.header.log_length] +
+                         [r.file_offset + r.length for r in probe.regions])
+        return round_up(structures, MIB) + blocks * probe.block_size + (entries - blocks) * MIB
+
     def _write_zeros(self, offset: int, length: int) -> None:
         """Zero a range, 1 MiB at a time; past the end of the file, extending is enough."""
         end = min(offset + length, self.backend.size())
@@ -212,21 +278,8 @@ class VhdxEngine(Engine):
             self.backend.truncate(offset + length)
 
     def _read_regions(self) -> None:
-        table = None
-        copies = [self.backend.pread(at, 64 * KIB) for at in REGION_SLOTS]
-        for copy, (at, raw) in enumerate(zip(REGION_SLOTS, copies, strict=True)):
-            try:
-                if raw[:4] != b"regi" or not vhdx.RegionTable.verify_buffer(raw):
-                    raise CorruptError("bad signature or CRC-32C")
-                parsed = vhdx.RegionTable.parse(raw)
-            except CorruptError as exc:
-                self.warnings.append(f"region table {copy + 1} at {at:#x} is invalid: {exc}")
-                continue
-            if table is None:
-                table, self.region_raw = parsed, raw
-        if table is not None and copies[0] != copies[1] and not any(
-                w.startswith("region table") for w in self.warnings):
-            self.warnings.append("region table 2 differs from region table 1")
+        table, self.region_raw, problems = _scan_region_tables(self.backend)
+        self.warnings += problems
         if table is None:
             raise CorruptError("no valid region table", offset=REGION_SLOTS[0], path="region_table")
         self.regions = table.entries
@@ -409,10 +462,9 @@ class VhdxEngine(Engine):
             base -= block * bs
             if state == PBS.FULLY_PRESENT:
                 yield Extent(pos, stop - pos, State.DATA, base + pos)
-            elif state == PBS.NOT_PRESENT:
-                yield Extent(pos, stop - pos, empty)
-            elif state in ZERO_STATES:
-                yield Extent(pos, stop - pos, State.ZERO)
+            elif state == PBS.NOT_PRESENT or state in ZERO_STATES:
+                stop = min(end, self._same_entries(block, end) * bs)
+                yield Extent(pos, stop - pos, empty if state == PBS.NOT_PRESENT else State.ZERO)
             elif state == PBS.PARTIALLY_PRESENT and self.has_parent:
                 yield from self._bitmap_extents(block, pos, stop, base)
             else:
@@ -420,6 +472,15 @@ class VhdxEngine(Engine):
                                    offset=self.bat_region.file_offset + 8 * (
                                        block + block // self.chunk_ratio), path="bat")
             pos = stop
+
+    def _same_entries(self, block: int, end: int) -> int:
+        """The first block at or after `block` (up to the one holding guest offset `end`)
+        whose BAT entry differs from block's, found in bulk over the table; a sector bitmap
+        entry in between that differs ends the run too."""
+        cr = self.chunk_ratio
+        last = ((end - 1) >> self.block_shift) + 1
+        j = run_end(self.bat, block + block // cr, last + (last - 1) // cr + 1)
+        return min(last, max(block + 1, j - j // (cr + 1)))
 
     def _bitmap_extents(self, block: int, pos: int, stop: int, base: int) -> Iterator[Extent]:
         lss = self.logical_sector
@@ -735,6 +796,47 @@ def _state_name(state: int) -> str:
 
 
 _ZERO_PAGE = bytes(log.SECTOR)
+
+
+#: the beginnings of the warnings about damaged header and region table copies
+COPY_WARNINGS = ("header", "region table")
+
+
+def _scan_headers(backend: Backend) -> tuple[list[tuple[int, int, vhdx.Header]], list[str]]:
+    """The valid header copies (slot, offset, header) and what is wrong with the others."""
+    found: list[tuple[int, int, vhdx.Header]] = []
+    problems: list[str] = []
+    for slot, at in enumerate(HEADER_SLOTS):
+        raw = backend.pread(at, vhdx.Header.SIZE)
+        if raw[:4] != b"head" or not vhdx.Header.verify_buffer(raw):
+            problems.append(f"header {slot + 1} at {at:#x} is invalid (signature or CRC-32C)")
+            continue
+        try:
+            found.append((slot, at, vhdx.Header.parse(raw)))
+        except CorruptError as exc:
+            problems.append(f"header {slot + 1} at {at:#x}: {exc}")
+    return found, problems
+
+
+def _scan_region_tables(backend: Backend) -> tuple[vhdx.RegionTable | None, bytes, list[str]]:
+    """The first valid region table copy (or None), its bytes, and what is wrong with the
+    copies (invalid, or the two valid ones differ)."""
+    table, table_raw = None, b""
+    problems: list[str] = []
+    copies = [backend.pread(at, 64 * KIB) for at in REGION_SLOTS]
+    for copy, (at, raw) in enumerate(zip(REGION_SLOTS, copies, strict=True)):
+        try:
+            if raw[:4] != b"regi" or not vhdx.RegionTable.verify_buffer(raw):
+                raise CorruptError("bad signature or CRC-32C")
+            parsed = vhdx.RegionTable.parse(raw)
+        except CorruptError as exc:
+            problems.append(f"region table {copy + 1} at {at:#x} is invalid: {exc}")
+            continue
+        if table is None:
+            table, table_raw = parsed, raw
+    if table is not None and copies[0] != copies[1] and not problems:
+        problems.append("region table 2 differs from region table 1")
+    return table, table_raw, problems
 
 
 def _overlay_put(pages: dict[int, bytes], offset: int, data: bytes | int) -> None:
