@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .backend import Backend
 from .errors import CorruptError, ReadOnlyError, UnsupportedFeatureError
 from .extent import Extent, State
+from .pages import PageCache
 
 if TYPE_CHECKING:
     from .image import Image
@@ -34,6 +35,21 @@ class CheckResult:
     @property
     def clean(self) -> bool:
         return not (self.corruptions or self.leaks or self.check_errors)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An internal snapshot, in the fields of qemu-img's `snapshot -l` and `info`."""
+
+    id: str
+    name: str
+    #: the guest disk size the snapshot recorded
+    disk_size: int
+    vm_state_size: int = 0
+    date_sec: int = 0
+    date_nsec: int = 0
+    vm_clock_nsec: int = 0
+    icount: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,8 @@ class Engine(ABC):
         #: fsync between the steps of an allocation (off only for images being created by
         #: a converter that deletes the file on failure)
         self.barriers = True
+        #: the decoded table pages of this image (open(table_cache=N) sets its limit)
+        self.table_cache = PageCache()
 
     # -- discovery and life cycle ------------------------------------------------------------
 
@@ -226,6 +244,10 @@ class Engine(ABC):
                              "writes are refused until `check -r all` repairs the image")
 
     # -- tools -----------------------------------------------------------------------------
+
+    def snapshots(self) -> list[Snapshot]:
+        """The internal snapshots (none for formats without them)."""
+        return []
 
     def info(self) -> dict[str, Any]:
         return {"format": self.format_name, "virtual-size": self.virtual_size}

@@ -15,6 +15,7 @@ from typing import Any
 from .engine import Engine
 from .errors import CorruptError, DiskspecError, ParentMissingError, ReadOnlyError
 from .extent import Extent
+from .pages import DEFAULT_CACHE, check_cache_size
 from .policy import DEFAULT, Policy, check_policy, named_file, refusal
 from .registry import engine_for, probe
 
@@ -29,8 +30,10 @@ class Image(io.RawIOBase):
     end read as zero) and `pread(offset, length)` returns bytes (short at the end).
     """
 
-    def __init__(self, engine: Engine, path: Path, cache: str = "writeback"):
+    def __init__(self, engine: Engine, path: Path, cache: str = "writeback",
+                 table_cache: int = DEFAULT_CACHE):
         super().__init__()
+        engine.table_cache.limit = check_cache_size(table_cache)
         self.engine = engine
         self.path = path
         self._pos = 0
@@ -218,7 +221,7 @@ def check_cache(value: object) -> str:
 def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = None, *,  # noqa: A001
          parent: str | os.PathLike[str] | Image | None = None, backing: bool = True,
          share: bool = False, backing_policy: str = DEFAULT, cache: str = "writeback",
-         **options: Any) -> Image:
+         table_cache: int = DEFAULT_CACHE, **options: Any) -> Image:
     """Open an image as a file object over its guest disk.
 
     mode: "r" (read-only, the file is never written) or "r+" (read-write).
@@ -231,21 +234,25 @@ def open(path: str | os.PathLike[str], mode: str = "r", format: str | None = Non
     share: open read-only even while another process (a running VM) holds the image, like
         qemu's -U; without it an image in use raises ImageInUseError (qemu's image locks).
     cache: "writeback" (default), "writethrough" or "unsafe", as qemu's -t (CACHE_MODES).
+    table_cache: bytes of metadata table pages each image of the chain keeps in memory (as
+        qemu's l2-cache-size; default pages.DEFAULT_CACHE): tables are read in pages on demand.
     options: engine options, e.g. size_rule="chs" | "current_size" for VHD.
     """
     check_cache(cache)
+    check_cache_size(table_cache)
     if mode not in ("r", "rb", "r+", "rb+", "r+b"):
         raise DiskspecError(f"mode must be 'r' or 'r+', not {mode!r} (use create() for new images)")
     if share and "+" in mode:
         raise DiskspecError("share (-U) opens images read-only only")
     return _open(Path(path), "+" in mode, format, parent, backing, options, [], share,
-                 check_policy(backing_policy), cache)
+                 check_policy(backing_policy), cache, table_cache)
 
 
 def _open(path: Path, writable: bool, format: str | None,
           parent: str | os.PathLike[str] | Image | None, backing: bool,
           options: dict[str, Any], seen: list[Path], share: bool = False,
-          policy: Policy = DEFAULT, cache: str = "writeback") -> Image:
+          policy: Policy = DEFAULT, cache: str = "writeback",
+          table_cache: int = DEFAULT_CACHE) -> Image:
     real = path.resolve()
     if real in seen:
         raise CorruptError(f"backing chain loops back to {path}")
@@ -261,7 +268,7 @@ def _open(path: Path, writable: bool, format: str | None,
     except DiskspecError as exc:
         name_file(exc, path)
         raise
-    image = Image(engine, path, cache)
+    image = Image(engine, path, cache, table_cache)
     try:
         if backing and engine.needs_parent:
             engine.backing = _open_parent(image, parent, [*seen, real], share, policy)
@@ -282,7 +289,8 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
         engine.accept_parent(parent, explicit=explicit)
         return parent
     if parent is not None:
-        image = _open(Path(parent), False, None, None, True, {}, seen, share, policy)
+        image = _open(Path(parent), False, None, None, True, {}, seen, share, policy, "writeback",
+                      engine.table_cache.limit)
         try:
             engine.accept_parent(image, explicit=explicit)
         except BaseException:
@@ -295,7 +303,8 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
         if why is not None:
             tried.append(f"{how} {candidate} ({why})")
             continue
-        image = _open(candidate, False, None, None, True, {}, seen, share, policy)
+        image = _open(candidate, False, None, None, True, {}, seen, share, policy, "writeback",
+                      engine.table_cache.limit)
         try:
             if policy == "confined" and image.format == "raw":
                 raise ParentMissingError("a raw file is a parent only when named explicitly "
@@ -317,16 +326,18 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
 
 
 def create(path: str | os.PathLike[str], format: str, size: int | None, *,
-           backing_policy: str = DEFAULT, cache: str = "writeback", **options: Any) -> Image:
+           backing_policy: str = DEFAULT, cache: str = "writeback",
+           table_cache: int = DEFAULT_CACHE, **options: Any) -> Image:
     """Create a new image and return it open read-write; `backing_policy` is open()'s, for
-    the parents of the parent named by `parent=`; `cache` is open()'s."""
+    the parents of the parent named by `parent=`; `cache` and `table_cache` are open()'s."""
     check_cache(cache)
+    check_cache_size(table_cache)
     target = Path(path)
     if target.exists():
         raise DiskspecError(f"{target} exists; refusing to overwrite it")
     cls = engine_for(format)
     engine = cls.create(target, size, **options)
-    image = Image(engine, target, cache)
+    image = Image(engine, target, cache, table_cache)
     if engine.needs_parent:
         try:
             # the parent the caller named (the engine stored it in the new image's locators),

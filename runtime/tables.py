@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import re
 from array import array
+from collections.abc import Iterator
 
 
 @functools.lru_cache(maxsize=64)
@@ -24,3 +25,17 @@ def run_end(table: array[int], start: int, stop: int) -> int:
     match = _repeat(entry).match(view, start * size, stop * size)
     assert match is not None  # the pattern matches the empty string
     return match.end() // size
+
+
+def other_positions(table: array[int], value: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[int]:
+    """The indexes in [start, stop) whose entry is not `value`: runs of `value` are skipped in
+    bulk, so the cost is one Python step per other entry (the allocated ones, say)."""
+    stop = len(table) if stop is None else stop
+    pos = start
+    while pos < stop:
+        if table[pos] == value:
+            pos = run_end(table, pos, stop)
+            continue
+        yield pos
+        pos += 1

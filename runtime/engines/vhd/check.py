@@ -85,9 +85,7 @@ def _check_blocks(engine: VhdEngine, result: CheckResult, repair: bool) -> None:
             used.append((loc.platform_data_offset, loc.platform_data_offset + reserved,
                          f"parent locator {i}"))
     dropped = []
-    for block, entry in enumerate(engine.bat):
-        if entry == UNALLOCATED:
-            continue
+    for block, entry in engine.bat.other_positions(UNALLOCATED):  # in bulk, page by page
         start = entry * SECTOR
         if start + span > end:
             result.corruptions.append(f"block {block} at {start:#x} extends past the end of the data "

@@ -29,7 +29,8 @@ from ...errors import (
     UnsupportedFeatureError,
 )
 from ...extent import Extent, State
-from ...tables import run_end
+from ...pages import PagedTable
+from ...tables import other_positions
 from ...util import ZEROS, ceil_div, fill_zero, round_up
 from . import geometry, locators
 from .split import split_parts
@@ -74,7 +75,7 @@ class VhdEngine(Engine):
         self.disk_type = footer.disk_type
         self.virtual_size = geometry.virtual_size(footer, size_rule)
         self.header: vhd.DynamicHeader | None = None
-        self.bat = array("I")
+        self.bat = PagedTable(backend, 0, 0, 4, True, self.table_cache, name="BAT")
         self.block_size = 0
         self.block_shift = 0
         self.bitmap_bytes = 0  # sector bitmap size on disk, padded to whole sectors
@@ -216,21 +217,21 @@ class VhdEngine(Engine):
         if needed > MAX_BAT_ENTRIES:
             raise UnsupportedFeatureError(f"a VHD of {needed} blocks (the limit is {MAX_BAT_ENTRIES}; "
                                           "use a larger block size)")
-        # entries past the disk are ignored (vhd.md 6): read only what the disk uses, so a
-        # claim of a billion entries in a large sparse file costs nothing
-        self.bat = vhd.Bat.parse(self.backend.pread(table, 4 * needed), 0, num_entries=needed).entries
+        # entries past the disk are ignored (vhd.md 6): only what the disk uses, read a page
+        # at a time as it is needed (pages.py): open reads none of it
+        self.bat = PagedTable(self.backend, table, needed, 4, True, self.table_cache, name="BAT",
+                              on_load=self._page_loaded)
         self.data_end = footer_at
         if footer_at >= size:  # footer came from the copy at 0
             if self.backend.pread(size - FOOTER, 8) == COOKIE:  # a damaged footer: replace it there
                 self.data_end = size - FOOTER
             else:  # no footer at the end: append after every structure
                 self.data_end = round_up(max(size, self.structures_end()), SECTOR)
-        self.note_damage(self._misplaced_blocks())
 
-    def _misplaced_blocks(self) -> dict[int, str]:
+    def _page_loaded(self, first: int, page: array[int]) -> None:
         """BAT entries whose block would lie past the end of the file or over the footer
-        copy, the dynamic header or the BAT: corruption. Found with two bulk scans (min and
-        max); the entries are looked at one by one only when one of them is off."""
+        copy, the dynamic header or the BAT are corruption, found as their page is read: two
+        bulk scans (min and max); the entries are looked at one by one only when one is off."""
         assert self.header is not None
         span = self.bitmap_bytes + self.block_size
         end = max(self.data_end, self.file_size - FOOTER)
@@ -238,20 +239,22 @@ class VhdEngine(Engine):
         table_end = self.header.table_offset + 4 * len(self.bat)
         meta = [(0, FOOTER), (self.footer.data_offset, self.footer.data_offset + HEADER),
                 (self.header.table_offset, table_end)]
-        high = max(filter(UNALLOCATED.__ne__, self.bat), default=None)
-        if high is None or (high <= last and min(self.bat) * SECTOR >= max(hi for _, hi in meta)):
-            return {}
+        low = min(page, default=UNALLOCATED)
+        if low == UNALLOCATED:  # nothing allocated in this page
+            return
+        high = max(filter(UNALLOCATED.__ne__, page))
+        if high <= last and low * SECTOR >= max(hi for _, hi in meta):
+            return
         damage: dict[int, str] = {}
-        for block, entry in enumerate(self.bat):
-            if entry == UNALLOCATED:
-                continue
+        for pos in other_positions(page, UNALLOCATED):
+            block, entry = first + pos, page[pos]
             start = entry * SECTOR
             if entry > last:
                 damage[block] = (f"block {block}: its BAT entry points at {start:#x}, past the "
                                  f"end of the data ({end:#x})")
             elif any(start < hi and lo < start + span for lo, hi in meta):
                 damage[block] = f"block {block}: its BAT entry points at {start:#x}, into the metadata"
-        return damage
+        self.note_damage(damage)
 
     def structures_end(self) -> int:
         """End of the BAT, the locator areas and every allocated block."""
@@ -261,9 +264,9 @@ class VhdEngine(Engine):
             if loc.platform_code != vhd.PlatformCode.NONE:
                 end = max(end, loc.platform_data_offset + (locators.reserved_bytes(loc) or 0))
         span = self.bitmap_bytes + self.block_size
-        allocated = [e for e in self.bat if e != UNALLOCATED]
-        if allocated:
-            end = max(end, max(allocated) * SECTOR + span)
+        high = max((e for _, e in self.bat.other_positions(UNALLOCATED)), default=None)
+        if high is not None:
+            end = max(end, high * SECTOR + span)
         return end
 
     # -- differencing: the parent ----------------------------------------------------------
@@ -386,7 +389,7 @@ class VhdEngine(Engine):
             stop = min(end, (block + 1) * bs)
             entry = self.bat[block]
             if entry == UNALLOCATED:  # the whole run of unallocated blocks, found in bulk
-                last = run_end(self.bat, block, ((end - 1) >> self.block_shift) + 1)
+                last = self.bat.run_end(block, ((end - 1) >> self.block_shift) + 1)
                 stop = min(end, last * bs)
                 yield Extent(pos, stop - pos, empty)
             elif block in self.damage:
@@ -444,6 +447,9 @@ class VhdEngine(Engine):
         if self._fd >= 0 and within + n <= self.block_size:  # the common case: one block
             entry = self.bat[block]
             at = entry * SECTOR + self.bitmap_bytes + within
+            if self.damage:  # its page may just have been read, and found damaged
+                super().readinto(offset, buf)
+                return
             if entry != UNALLOCATED and os.preadv(self._fd, [buf], at) == n:
                 return
             # else a hole, or a short read (the block points past the end): the loop says so
@@ -455,6 +461,9 @@ class VhdEngine(Engine):
             within = pos - (block << shift)
             take = min(n - done, bs - within)
             entry = bat[block]
+            if self.damage:  # its page may just have been read, and found damaged
+                super().readinto(pos, buf[done:])
+                return
             part = buf[done : done + take]
             if entry == UNALLOCATED:
                 fill_zero(part)
@@ -482,15 +491,20 @@ class VhdEngine(Engine):
                     general(offset, buf)  # past the end, or a located error
 
             return read_fixed
-        bat, shift, block_size, skip = self.bat, self.block_shift, self.block_size, self.bitmap_bytes
+        shift, block_size, skip = self.block_shift, self.block_size, self.bitmap_bytes
+        # the BAT pages in memory, indexed directly; a miss (or any damage found) goes the
+        # general way, which loads the page and names damaged blocks
+        pages, pshift, pmask, damage = self.bat.loaded(), self.bat.shift, self.bat.per_page - 1, \
+            self.damage
         zeros, zlen = ZEROS, len(ZEROS)
 
         def read(offset: int, buf: memoryview) -> None:
             n = len(buf)
             block = offset >> shift
             within = offset - (block << shift)
-            if within + n <= block_size and offset + n <= size:
-                entry = bat[block]
+            page = pages.get(block >> pshift)
+            if within + n <= block_size and offset + n <= size and page is not None and not damage:
+                entry = page[block & pmask]
                 if entry == UNALLOCATED:
                     if n <= zlen:
                         buf[:] = zeros[:n]
@@ -515,13 +529,17 @@ class VhdEngine(Engine):
                 return general(offset, length)
 
             return pread_fixed
-        bat, shift, block_size, skip = self.bat, self.block_shift, self.block_size, self.bitmap_bytes
+        shift, block_size, skip = self.block_shift, self.block_size, self.bitmap_bytes
+        pages, pshift, pmask, damage = self.bat.loaded(), self.bat.shift, self.bat.per_page - 1, \
+            self.damage
 
         def pread_dynamic(offset: int, length: int) -> bytes:
             block = offset >> shift
             within = offset - (block << shift)
-            if within + length <= block_size and offset + length <= size:
-                entry = bat[block]
+            page = pages.get(block >> pshift)
+            if within + length <= block_size and offset + length <= size and page is not None \
+                    and not damage:
+                entry = page[block & pmask]
                 if entry != UNALLOCATED:
                     data = pread(fd, length, entry * SECTOR + skip + within)
                     if len(data) == length:
@@ -554,7 +572,10 @@ class VhdEngine(Engine):
             piece = data[done : done + take]
             if self.differencing and (within % SECTOR or take % SECTOR):
                 within, piece = self._whole_sectors(block, within, piece)
-            if self.bat[block] == UNALLOCATED:
+            entry = self.bat[block]
+            if self.damage:  # its page may just have been read, and found damaged
+                self.require_writable()
+            if entry == UNALLOCATED:
                 pending.append((block, within, piece))
             else:
                 self._write_allocated(block, within, piece)
@@ -644,9 +665,9 @@ class VhdEngine(Engine):
             while j + 1 < len(blocks) and blocks[j + 1] == blocks[j] + 1:
                 j += 1
             first, last = blocks[i], blocks[j]
-            entries = vhd.Bat(num_entries=last - first + 1, entries=self.bat[first : last + 1])
-            self.backend.pwrite(self.header.table_offset + 4 * first, entries.build())
+            self.backend.pwrite(self.header.table_offset + 4 * first, self.bat.encode(first, last + 1))
             i = j + 1
+        self.bat.settle()
 
     def write_footer(self) -> None:
         """Rewrite both footer copies (after a change of size or geometry): the one at the
@@ -684,6 +705,9 @@ class VhdEngine(Engine):
                 "unique-id": f.unique_id.hex(),
             },
         }
+        if self.header is not None:  # the whole BAT, in bulk (which also finds its damage)
+            out["format-specific"]["data"]["allocated-blocks"] = sum(
+                1 for _ in self.bat.other_positions(UNALLOCATED))
         if self.differencing and self.header is not None:
             out["format-specific"]["data"]["parent-unique-id"] = self.header.parent_unique_id.hex()
             out["format-specific"]["data"]["parent-timestamp"] = self.header.parent_timestamp

@@ -97,7 +97,7 @@ def _resize_dynamic(engine: VhdEngine, size: int, chs: tuple[int, int, int]) -> 
         grow = vhd.Bat(num_entries=entries - old_entries,
                        entries=array("I", [UNALLOCATED]) * (entries - old_entries))
         engine.backend.pwrite(header.table_offset + 4 * old_entries, grow.build())
-        engine.bat.extend([UNALLOCATED] * (entries - old_entries))
+        engine.bat.resize(entries)  # (the new entries are in the file)
         engine.barrier()
         _write_header(engine, entries)
     _new_footer(engine, size, chs)
@@ -107,7 +107,7 @@ def _resize_dynamic(engine: VhdEngine, size: int, chs: tuple[int, int, int]) -> 
         # blocks wholly past the smaller end hold only zeros: they drop out of the BAT (their
         # space is a leak that `check -r` trims when it is at the end of the file)
         _write_header(engine, entries)
-        del engine.bat[entries:]
+        engine.bat.resize(entries)
 
 
 def _write_header(engine: VhdEngine, entries: int) -> None:
@@ -125,9 +125,9 @@ def _make_room(engine: VhdEngine, bat_end: int) -> None:
     assert header is not None
     table = header.table_offset
     span = engine.bitmap_bytes + engine.block_size
-    for block, entry in enumerate(engine.bat):
+    for block, entry in list(engine.bat.other_positions(UNALLOCATED)):
         start = entry * SECTOR
-        if entry != UNALLOCATED and table < start + span and start < bat_end:
+        if table < start + span and start < bat_end:
             engine.bat[block] = _move(engine, start, span) // SECTOR
             engine.write_bat([block])
             engine.barrier()

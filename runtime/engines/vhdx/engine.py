@@ -8,6 +8,7 @@ Layouts are the generated codecs' (`diskspec.formats.vhdx`); this module holds t
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from array import array
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from ...errors import (
 )
 from ...extent import Extent, State
 from ...overlay import OverlayBackend
-from ...tables import run_end
+from ...pages import PagedTable
 from ...util import ZEROS, ceil_div, fill_zero, round_up
 from . import guids, log
 
@@ -92,7 +93,7 @@ class VhdxEngine(Engine):
         self.leave_allocated = False
         self.disk_id = bytes(16)
         self.chunk_ratio = 0
-        self.bat = array("Q")
+        self.bat = PagedTable(backend, 0, 0, 8, False, self.table_cache, name="BAT")
         self.locator: dict[str, str] = {}
         self.replayed = 0  # log entries replayed at open
         self.log_head = 0  # where the next log entry goes
@@ -358,26 +359,24 @@ class VhdxEngine(Engine):
         if entries * 8 > self.bat_region.length:
             raise CorruptError(f"the BAT region ({self.bat_region.length} bytes) cannot hold {entries} "
                                "entries", path="region_table.bat")
-        raw = self.backend.pread(self.bat_region.file_offset, entries * 8)
-        self.bat = vhdx.Bat.parse(raw, 0, num_entries=entries).entries
-        self.note_damage(self._misplaced_blocks())
+        # read a page at a time as entries are needed (pages.py): open reads none of it
+        self.bat = PagedTable(self.backend, self.bat_region.file_offset, entries, 8, False,
+                              self.table_cache, name="BAT", on_load=self._page_loaded)
 
-    def _misplaced_blocks(self) -> dict[int, str]:
-        """Present payload blocks that would end past the end of the file: corruption. One
-        bulk scan (max); entries are looked at one by one only when one of them is off."""
+    def _page_loaded(self, first: int, page: array[int]) -> None:
+        """Present payload blocks that would end past the end of the file are corruption,
+        found as their BAT page is read: one bulk scan (max); the entries are looked at one
+        by one only when one of them is off."""
         size, bs = self.file_backend.size(), self.block_size
-        if (max(self.bat, default=0) & OFFSET_MASK) + bs <= size:
-            return {}
         damage: dict[int, str] = {}
         cr = self.chunk_ratio
-        for index, entry in enumerate(self.bat):
-            at = entry & OFFSET_MASK
-            if index % (cr + 1) != cr and entry & 7 in (PBS.FULLY_PRESENT, PBS.PARTIALLY_PRESENT) \
-                    and at + bs > size:
+        for pos in pointing(page):
+            index, at = first + pos, page[pos] & OFFSET_MASK
+            if index % (cr + 1) != cr and at + bs > size:
                 block = index - index // (cr + 1)
                 damage[block] = (f"block {block}: its BAT entry points at {at:#x}, past the end "
                                  f"of the file ({size:#x})")
-        return damage
+        self.note_damage(damage)
 
     # -- the parent ------------------------------------------------------------------------
 
@@ -452,9 +451,9 @@ class VhdxEngine(Engine):
             block = pos >> self.block_shift
             stop = min(end, (block + 1) * bs)
             index = block + block // self.chunk_ratio
+            entry = self.bat[index]  # (loading its page finds damage in it)
             if block in self.damage:
                 raise self.damage_error(block)
-            entry = self.bat[index]
             state = entry & 7
             base = entry & OFFSET_MASK
             if base + bs > MAX_FILE and state in (PBS.FULLY_PRESENT, PBS.PARTIALLY_PRESENT):
@@ -475,11 +474,11 @@ class VhdxEngine(Engine):
 
     def _same_entries(self, block: int, end: int) -> int:
         """The first block at or after `block` (up to the one holding guest offset `end`)
-        whose BAT entry differs from block's, found in bulk over the table; a sector bitmap
-        entry in between that differs ends the run too."""
+        whose BAT entry differs from block's, found in bulk over the table (the sector bitmap
+        entries in between do not count)."""
         cr = self.chunk_ratio
         last = ((end - 1) >> self.block_shift) + 1
-        j = run_end(self.bat, block + block // cr, last + (last - 1) // cr + 1)
+        j = self.bat.run_end(block + block // cr, last + (last - 1) // cr + 1, skip=(cr + 1, cr))
         return min(last, max(block + 1, j - j // (cr + 1)))
 
     def _bitmap_extents(self, block: int, pos: int, stop: int, base: int) -> Iterator[Extent]:
@@ -526,6 +525,9 @@ class VhdxEngine(Engine):
             within = pos - (block << shift)
             take = min(n - done, bs - within)
             entry = bat[block + block // cr]
+            if self.damage:  # its page may just have been read, and found damaged
+                super().readinto(pos, buf[done:])
+                return
             part = buf[done : done + take]
             state = entry & 7
             if state == PBS.FULLY_PRESENT:
@@ -543,6 +545,8 @@ class VhdxEngine(Engine):
             return general
         bat, shift, bs, cr, size, preadv = (self.bat, self.block_shift, self.block_size,
                                             self.chunk_ratio, self.virtual_size, os.preadv)
+        # the BAT pages in memory, indexed directly; a miss goes through bat[] (and loads)
+        pages, pshift, pmask = bat.loaded(), bat.shift, bat.per_page - 1
         zeros, zlen = ZEROS, len(ZEROS)
         zero_states = frozenset(int(s) for s in ZERO_STATES | {PBS.NOT_PRESENT})
 
@@ -551,7 +555,9 @@ class VhdxEngine(Engine):
             block = offset >> shift
             within = offset - (block << shift)
             if within + n <= bs and offset + n <= size:
-                entry = bat[block + block // cr]
+                index = block + block // cr
+                page = pages.get(index >> pshift)
+                entry = bat[index] if page is None else page[index & pmask]
                 state = entry & 7
                 if state == 6:
                     try:
@@ -621,6 +627,7 @@ class VhdxEngine(Engine):
             self.file_backend.pwrite(offset, page)
         self.barrier()
         self.log_head = (at + len(entry)) % log_len
+        self.bat.settle()  # the changed BAT entries are in the file now
 
     def bat_pages(self, indexes: list[int]) -> list[tuple[int, bytes]]:
         """The 4 KiB BAT pages holding `indexes`, with the in-memory entries."""
@@ -629,8 +636,7 @@ class VhdxEngine(Engine):
         per = log.SECTOR // 8
         for p in pages:
             first = p * per
-            chunk = self.bat[first : first + per]
-            raw = vhdx.Bat(num_entries=len(chunk), entries=chunk).build()
+            raw = self.bat.encode(first, first + per)
             if len(raw) < log.SECTOR:  # the page runs past the BAT: keep the region's bytes
                 tail_at = self.bat_region.file_offset + first * 8 + len(raw)
                 raw += self.file_backend.pread(tail_at, log.SECTOR - len(raw))
@@ -666,6 +672,8 @@ class VhdxEngine(Engine):
     def _write_block(self, block: int, within: int, piece: memoryview) -> None:
         index = block + block // self.chunk_ratio
         entry = self.bat[index]
+        if self.damage:  # its page may just have been read, and found damaged
+            self.require_writable()
         state = entry & 7
         if state == PBS.FULLY_PRESENT:
             self.file_backend.pwrite(self.data_offset(index, self.block_size) + within, piece)
@@ -745,11 +753,7 @@ class VhdxEngine(Engine):
     # -- reporting -------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        blocks = ceil_div(self.virtual_size, self.block_size)
-        for b in range(blocks):
-            name = _state_name(self.payload_entry(b) & 7)
-            counts[name] = counts.get(name, 0) + 1
+        counts = {_state_name(state): n for state, n in enumerate(self._state_counts()) if n}
         out: dict[str, Any] = {
             "format": self.format_name,
             "virtual-size": self.virtual_size,
@@ -770,6 +774,21 @@ class VhdxEngine(Engine):
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out
+
+    def _state_counts(self) -> list[int]:
+        """How many blocks are in each payload state (0-7): the table's low bytes, page by
+        page, counted in bulk (the sector bitmap entries among them taken out again)."""
+        blocks = ceil_div(self.virtual_size, self.block_size)
+        if not blocks:
+            return [0] * 8
+        cr = self.chunk_ratio
+        counts = [0] * 8
+        for first, chunk in self.bat.chunks(0, blocks - 1 + (blocks - 1) // cr + 1):
+            states = chunk.tobytes()[_LOW_BYTE::8].translate(_STATE)
+            bitmaps = states[(cr - first % (cr + 1)) % (cr + 1) :: cr + 1]
+            for state in range(8):
+                counts[state] += states.count(state) - bitmaps.count(state)
+        return counts
 
     def check(self, repair: bool = False) -> CheckResult:
         from .check import check
@@ -796,6 +815,22 @@ def _state_name(state: int) -> str:
 
 
 _ZERO_PAGE = bytes(log.SECTOR)
+#: where an entry's state bits are among its 8 bytes in memory, and the byte -> its state
+_LOW_BYTE = 0 if sys.byteorder == "little" else 7
+_STATE = bytes(b & 7 for b in range(256))
+#: the byte holding an entry's state -> 1 when the state points at file space (6 and 7)
+_POINTS = bytes(1 if b & 7 in (PBS.FULLY_PRESENT, PBS.PARTIALLY_PRESENT) else 0 for b in range(256))
+
+
+def pointing(page: array[int]) -> Iterator[int]:
+    """The positions in a page of BAT entries whose state points at file space (fully or
+    partially present, or a present sector bitmap), found in bulk: a page of a sparse table
+    costs one pass in C."""
+    states = page.tobytes()[_LOW_BYTE::8].translate(_POINTS)
+    pos = states.find(1)
+    while pos >= 0:
+        yield pos
+        pos = states.find(1, pos + 1)
 
 
 #: the beginnings of the warnings about damaged header and region table copies

@@ -7,7 +7,6 @@ round it up to 1 MiB, which holds 131072 entries); moving the region is not supp
 
 from __future__ import annotations
 
-from array import array
 from typing import TYPE_CHECKING
 
 from diskspec.formats import vhdx
@@ -44,7 +43,8 @@ def resize(engine: VhdxEngine, new_size: int) -> None:
     engine.start_session()
     old_entries = len(engine.bat)
     if entries > old_entries:
-        engine.bat.extend(array(engine.bat.typecode, bytes(8 * (entries - old_entries))))
+        engine.bat.resize(entries)
+        engine.bat.fill(old_entries, entries, 0)  # whatever the region held there
         if engine.leave_allocated:  # a fixed image stays fully allocated
             for b in range(ceil_div(old_size, engine.block_size), blocks):
                 at = engine.allocate_space(engine.block_size)
@@ -52,7 +52,7 @@ def resize(engine: VhdxEngine, new_size: int) -> None:
     changed = list(range(min(entries, old_entries), max(entries, old_entries)))
     pages = engine.bat_pages(changed) if changed else []
     if entries < old_entries:
-        del engine.bat[entries:]
+        engine.bat.resize(entries)
         # dropped entries read back as not present: zero them in their pages
         pages = [(at, _clear_tail(engine, at, page, entries)) for at, page in pages]
     pages.append(_size_page(engine, new_size))
