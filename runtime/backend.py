@@ -54,6 +54,10 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return cast(Callable[[int, int, int, int], int], fn)
 
 
+def _datasync(fd: int) -> None:
+    getattr(os, "fdatasync", os.fsync)(fd)  # (macOS has no fdatasync)
+
+
 def open_file(path: Path, flags: int, devices: bool = False) -> int:
     """os.open for a file that holds an image: a regular file (or, with `devices`, a block
     device). Opened non-blocking first, so that a FIFO is refused instead of waiting forever
@@ -143,7 +147,9 @@ class FileBackend:
 
     def flush(self) -> None:
         if self.writable:
-            os.fsync(self.fd)
+            # fdatasync: the data and the metadata needed to read it back (the file's size)
+            # are durable, as qemu's flushes; timestamps are not worth a journal commit
+            _datasync(self.fd)
 
     def start_writeback(self) -> None:
         """Ask the kernel to start writing this file's dirty pages now, without waiting: a

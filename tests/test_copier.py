@@ -268,7 +268,7 @@ def test_host_holes_are_probed_only_in_files_that_have_them(tmp_path: Path,
 @pytest.mark.parametrize("target", ["raw", "vpc", "vhdx"])
 def test_a_new_target_is_synced_once(vhd_source: Path, tmp_path: Path, target: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the data: one fsync of the whole target, then the directory's (the rename);
+    """After the data: one fdatasync of the whole target, then the directory's fsync (the rename);
     none with flush=False (qemu-img's -t unsafe). A VHDX's closing header is written before
     that one fsync, so the image is clean on disk."""
     synced: list[str] = []
@@ -291,6 +291,7 @@ def test_a_new_target_is_synced_once(vhd_source: Path, tmp_path: Path, target: s
         written.clear()
         with ds.open(vhd_source) as src:
             monkeypatch.setattr(os, "fsync", recording)
+            monkeypatch.setattr(os, "fdatasync", recording)
             monkeypatch.setattr(os, "pwrite", counting_writes)
             convert([src], dst, target, chunk=256 * KiB, flush=flush)
             monkeypatch.undo()

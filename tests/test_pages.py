@@ -152,3 +152,25 @@ def test_writes_through_a_tiny_cache_read_back_in_qemu(tmp_path: Path, fmt: str,
                           text=True, check=True)
     assert "Pattern verification failed" not in done.stdout, done.stdout[:2000]
     assert done.stdout.count("read 4096/4096 bytes") == len(last)
+
+
+@pytest.mark.parametrize("fmt", ["vpc", "vhdx"])
+def test_fast_paths_read_what_the_general_path_reads(tmp_path: Path, fmt: str) -> None:
+    """pread and read_at take one positioned read when the entry's page is in memory, and
+    the general path otherwise: the bytes are the same either way, holes included."""
+    path = tmp_path / f"f.{fmt}"
+    opts: dict[str, Any] = {"block_size": 512 << 10, "force_size": True} if fmt == "vpc" \
+        else {"block_size": MiB}
+    rng = random.Random(3)
+    blob = rng.randbytes(4 * MiB)
+    with ds.create(path, fmt, 64 * MiB, **opts) as image:
+        image.seek(8 * MiB)
+        image.write(blob)
+    expect = bytes(8 * MiB) + blob + bytes(52 * MiB)
+    with ds.open(path) as image:
+        for _ in range(400):
+            at, n = rng.randrange(64 * MiB - 8192), rng.choice([512, 4096, 8192])
+            assert image.pread(at, n) == expect[at : at + n]
+            buf = bytearray(n)
+            image.read_at(at, memoryview(buf))
+            assert buf == expect[at : at + n]

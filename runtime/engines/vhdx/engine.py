@@ -572,6 +572,34 @@ class VhdxEngine(Engine):
 
         return read
 
+    def fast_pread(self, general: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
+        """One os.pread for a read inside one fully present block whose BAT page is in memory;
+        anything else goes to `general` (which loads pages and names damaged blocks)."""
+        fd = self._fd
+        if fd < 0 or self.has_parent or self.damage:
+            return general
+        pread, shift, bs, cr, size = os.pread, self.block_shift, self.block_size, \
+            self.chunk_ratio, self.virtual_size
+        pages, pshift, pmask = self.bat.loaded(), self.bat.shift, self.bat.per_page - 1
+
+        def pread_block(offset: int, length: int) -> bytes:
+            block = offset >> shift
+            within = offset - (block << shift)
+            index = block + block // cr
+            page = pages.get(index >> pshift)
+            if within + length <= bs and offset + length <= size and page is not None:
+                entry = page[index & pmask]
+                if entry & 7 == 6:
+                    try:
+                        data = pread(fd, length, (entry & OFFSET_MASK) + within)
+                    except OverflowError:  # an offset no file has: general() names the block
+                        return general(offset, length)
+                    if len(data) == length:
+                        return data
+            return general(offset, length)
+
+        return pread_block
+
     # -- sessions, headers and the log -------------------------------------------------------
 
     def write_header(self, log_guid: bytes | None = None, new_guids: bool = False) -> None:
