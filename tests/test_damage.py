@@ -344,3 +344,29 @@ def test_log_growth_past_what_the_layout_can_need(tmp_path: Path) -> None:
         ds.open(path, "r+").close()
     assert file_state(path) == state
 
+
+
+# -- a VHDX BAT entry into the metadata (item 4) -------------------------------------------------
+
+
+def test_a_vhdx_block_over_the_log_is_corruption(tmp_path: Path) -> None:
+    path = vhdx_image(tmp_path / "meta.vhdx")
+    with ds.open(path) as image:
+        engine = image.engine
+        at = engine.bat_region.file_offset + 8 * 1  # type: ignore[attr-defined]
+        log_at = engine.header.log_offset  # type: ignore[attr-defined]
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write((log_at | FULLY_PRESENT).to_bytes(8, "little"))
+    with ds.open(path) as image:
+        assert image.pread(0, 4) == b"xxxx"
+        with pytest.raises(CorruptError, match=r"block 1: .* into the metadata"):
+            image.pread(MiB, 4096)
+    code, out, err = ds_run("map", "--output=json", str(path))
+    assert code != 0 and "into the metadata" in err and f'"offset": {log_at}' not in out
+    code, out, _ = ds_run("check", str(path))
+    assert code == 2 and "1 errors were found" in out
+    with ds.open(path, "r+") as image:
+        image.pread(0, 4)  # loads the BAT page that holds block 1 too: the damage is found
+        with pytest.raises(DiskspecError, match="corrupt"):
+            image.write(b"y")

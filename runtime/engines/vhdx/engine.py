@@ -364,19 +364,28 @@ class VhdxEngine(Engine):
                               self.table_cache, name="BAT", on_load=self._page_loaded)
 
     def _page_loaded(self, first: int, page: array[int]) -> None:
-        """Present payload blocks that would end past the end of the file are corruption,
-        found as their BAT page is read: one bulk scan (max); the entries are looked at one
-        by one only when one of them is off."""
+        """Present payload blocks that would end past the end of the file, or lie over the
+        header section, the log or a region, are corruption, found as their BAT page is read
+        (a bulk pass finds the present entries; only those are looked at)."""
         size, bs = self.file_backend.size(), self.block_size
         damage: dict[int, str] = {}
         cr = self.chunk_ratio
         for pos in pointing(page):
             index, at = first + pos, page[pos] & OFFSET_MASK
-            if index % (cr + 1) != cr and at + bs > size:
-                block = index - index // (cr + 1)
+            if index % (cr + 1) == cr:
+                continue
+            block = index - index // (cr + 1)
+            if at + bs > size:
                 damage[block] = (f"block {block}: its BAT entry points at {at:#x}, past the end "
                                  f"of the file ({size:#x})")
+            elif any(at < hi and lo < at + bs for lo, hi in self.metadata_spans()):
+                damage[block] = f"block {block}: its BAT entry points at {at:#x}, into the metadata"
         self.note_damage(damage)
+
+    def metadata_spans(self) -> list[tuple[int, int]]:
+        """The file ranges of the header section, the log and every region."""
+        return [(0, MIB), (self.header.log_offset, self.header.log_offset + self.header.log_length),
+                *((r.file_offset, r.file_offset + r.length) for r in self.regions)]
 
     # -- the parent ------------------------------------------------------------------------
 
@@ -546,7 +555,7 @@ class VhdxEngine(Engine):
         bat, shift, bs, cr, size, preadv = (self.bat, self.block_shift, self.block_size,
                                             self.chunk_ratio, self.virtual_size, os.preadv)
         # the BAT pages in memory, indexed directly; a miss goes through bat[] (and loads)
-        pages, pshift, pmask = bat.loaded(), bat.shift, bat.per_page - 1
+        pages, pshift, pmask, damage = bat.loaded(), bat.shift, bat.per_page - 1, self.damage
         zeros, zlen = ZEROS, len(ZEROS)
         zero_states = frozenset(int(s) for s in ZERO_STATES | {PBS.NOT_PRESENT})
 
@@ -554,7 +563,7 @@ class VhdxEngine(Engine):
             n = len(buf)
             block = offset >> shift
             within = offset - (block << shift)
-            if within + n <= bs and offset + n <= size:
+            if within + n <= bs and offset + n <= size and not damage:  # (general names it)
                 index = block + block // cr
                 page = pages.get(index >> pshift)
                 entry = bat[index] if page is None else page[index & pmask]
@@ -580,14 +589,16 @@ class VhdxEngine(Engine):
             return general
         pread, shift, bs, cr, size = os.pread, self.block_shift, self.block_size, \
             self.chunk_ratio, self.virtual_size
-        pages, pshift, pmask = self.bat.loaded(), self.bat.shift, self.bat.per_page - 1
+        pages, pshift, pmask, damage = self.bat.loaded(), self.bat.shift, self.bat.per_page - 1, \
+            self.damage
 
         def pread_block(offset: int, length: int) -> bytes:
             block = offset >> shift
             within = offset - (block << shift)
             index = block + block // cr
             page = pages.get(index >> pshift)
-            if within + length <= bs and offset + length <= size and page is not None:
+            if within + length <= bs and offset + length <= size and page is not None \
+                    and not damage:
                 entry = page[index & pmask]
                 if entry & 7 == 6:
                     try:
