@@ -58,6 +58,8 @@ class Attribute:
     repeat_expr: Node | None = None
     cond: Node | None = None  # `if`
     valid: Valid | None = None
+    # the value new() gives an integer field: `-default`, else the one its `valid` fixes
+    default: int | None = None
 
 
 @dataclass(slots=True)

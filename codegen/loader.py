@@ -14,7 +14,7 @@ import yaml
 
 from diskspec.formats.errors import DiskspecError
 
-from .expr import EnumLit, ExprError, Name, Node, parse_expr, walk
+from .expr import EnumLit, ExprError, Name, Node, const_int, parse_expr, walk
 from .ir import Attribute, Checksum, EnumDef, Instance, Param, Spec, TypeDef, Valid
 
 
@@ -74,7 +74,7 @@ _ATTR_KEYS = {"id", "type", "size", "size-eos", "contents", "encoding", "enum", 
               "include", "consume"}
 _INSTANCE_KEYS = (_ATTR_KEYS - {"id"}) | {"value", "pos"}
 _VALID_KEYS = {"eq", "any-of", "min", "max", "expr"}
-_CUSTOM = {"-checksum", "-orig-id", "-comment"}
+_CUSTOM = {"-checksum", "-orig-id", "-comment", "-default"}
 
 
 class _Ctx:
@@ -381,6 +381,7 @@ class _Builder:
             attr.cond = self.expr(node, "if", node["if"], f"{fpath}/if")
         if "valid" in node:
             attr.valid = self.valid(tdef, node, fpath)
+        attr.default = self.default(node, attr, fpath)
         for key in ("terminator", "pad-right", "include", "consume"):
             if key in node and attr.kind != "strz" and key != "pad-right":
                 raise self.err(node, key, f"{fpath}/{key}", "only for strz")
@@ -462,6 +463,27 @@ class _Builder:
             else:
                 raise self.err(node, "contents", f"{fpath}/contents", f"bad contents item {item!r}")
         return bytes(out)
+
+    def default(self, node: _Map, attr: Attribute, fpath: str) -> int | None:
+        """The value new() gives a single integer field: `-default: <int expr>` (a constant the
+        spec documents), else the value its `valid` fixes (eq, or the first of any-of)."""
+        single_int = attr.kind in ("int", "bits") and attr.repeat is None and attr.cond is None
+        if "-default" in node:
+            dpath = f"{fpath}/-default"
+            if not single_int:
+                raise self.err(node, "-default", dpath, "only for a single integer field")
+            value = const_int(self.expr(node, "-default", node["-default"], dpath))
+            if value is None:
+                raise self.err(node, "-default", dpath, "must be a constant integer")
+            return value
+        v = attr.valid
+        if v is None or not single_int:
+            return None
+        if v.eq is not None:
+            return const_int(v.eq)
+        if v.any_of:
+            return const_int(v.any_of[0])
+        return None  # a range (min/max/expr) names no value
 
     def valid(self, tdef: TypeDef, node: _Map, fpath: str) -> Valid:
         value = node["valid"]

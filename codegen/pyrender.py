@@ -362,9 +362,10 @@ class Renderer:
 
     def one_default(self, a: Attribute) -> str:
         if a.kind in ("int", "bits"):
+            value = a.default or 0
             if a.enum is not None:
-                return f"_codec.enum_or_int({self.map_name(a.enum)}, 0)"
-            return "0"
+                return f"_codec.enum_or_int({self.map_name(a.enum)}, {value})"
+            return f"{value:#x}" if value > 9 else str(value)
         if a.kind == "float":
             return "0.0"
         if a.kind in ("str", "strz"):
@@ -1089,7 +1090,8 @@ class Renderer:
     def new_method(self, tdef: TypeDef, plan: TypePlan) -> list[str]:
         lines = ["@classmethod",
                  f"def new(cls, **fields: Any) -> {plan.class_name}:",
-                 '    """A record with every field at its default (magics set, the rest zero)."""',
+                 '    """A record with every field at its default (magics and the values the spec '
+                 'fixes set, the rest zero)."""',
                  "    values: dict[str, Any] = {"]
         lines += [f"        {c.name!r}: {c.default}," for c in plan.columns]
         lines += ["    }",

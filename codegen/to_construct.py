@@ -71,13 +71,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import construct as cs
+try:
+    import construct as cs
+except ModuleNotFoundError as exc:  # an optional extra: say how to get it, in one line
+    if exc.name != "construct":
+        raise
+    raise ModuleNotFoundError("diskspec.codegen.to_construct needs the construct package: "
+                              "pip install 'diskspec[construct]'", name="construct") from None
 
 from .expr import Attr, Binary, Bool, ByteArray, EnumLit, Index, Name, Node, Num, Str, Ternary, Unary
 from .ir import Attribute, Instance, Spec, TypeDef
 from .loader import SpecError, load_spec
 
-__all__ = ["KaitaiExprError", "load_structs", "parse_fields", "to_construct"]
+__all__ = ["KaitaiExprError", "load_structs", "parse_fields", "spec_path", "to_construct"]
 
 TYPE_KEY = "_kaitai_type"
 """Name of the hidden Computed member holding the ksy path of a parsed structure."""
@@ -620,9 +626,30 @@ def to_construct(spec: Spec) -> dict[tuple[str, ...], Construct]:
     return _Builder(spec).build_all()
 
 
-def load_structs(ksy_path: str | Path) -> dict[tuple[str, ...], Construct]:
-    """load_spec + to_construct."""
-    return to_construct(load_spec(ksy_path))
+def spec_path(name_or_path: str | Path) -> Path:
+    """A spec by path, or by the name of one shipped in the installed diskspec.formats
+    ("vhd" -> its vhd.ksy), so that callers need no checkout."""
+    path = Path(name_or_path)
+    if path.suffix == ".ksy" or len(path.parts) > 1:
+        return path
+    shipped = Path(__file__).resolve().parent.parent / "formats"
+    try:
+        import diskspec.formats
+
+        shipped = Path(diskspec.formats.__file__).resolve().parent
+    except ImportError:  # the codecs package is absent: only the path next to this one
+        pass
+    found = shipped / f"{path.name}.ksy"
+    if not found.is_file():
+        known = ", ".join(sorted(p.stem for p in shipped.glob("*.ksy")))
+        raise SpecError(f"unknown spec {str(name_or_path)!r} (the installed specs: {known}; "
+                        "or give the path of a .ksy file)")
+    return found
+
+
+def load_structs(spec: str | Path) -> dict[tuple[str, ...], Construct]:
+    """load_spec + to_construct; `spec` is a .ksy path or the name of a shipped spec ("vhd")."""
+    return to_construct(load_spec(spec_path(spec)))
 
 
 _CACHE: dict[tuple[int, str], tuple[Spec, dict[tuple[str, ...], Construct]]] = {}

@@ -90,7 +90,7 @@ class AddCow(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> AddCow:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
         }
         unknown = set(fields) - set(values)
@@ -256,7 +256,7 @@ class HeaderV7(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> HeaderV7:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'magic': b'ADD_COW\xff',
             'version': 0,
@@ -423,7 +423,7 @@ class HeaderV20(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> HeaderV20:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'magic': b'ACOW',
             'backing_offset': 0,
@@ -565,7 +565,7 @@ class Bitmap(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Bitmap:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_bytes': 0,
             'data': b'',

@@ -126,7 +126,7 @@ class Fvd(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Fvd:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
         }
         unknown = set(fields) - set(values)
@@ -540,7 +540,7 @@ class Header(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Header:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'magic': b'FVD\x00',
             'header_size': 0,
@@ -1000,7 +1000,7 @@ class IbmHeader(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> IbmHeader:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'magic': b'\xa9\xf5CQ',
             'version': 0,
@@ -1147,7 +1147,7 @@ class IbmPrefetchProfileEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> IbmPrefetchProfileEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'offset_bytes': 0,
             'len_in_units': 0,
@@ -1213,7 +1213,7 @@ class Bitmap(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Bitmap:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_bytes': 0,
             'data': b'',
@@ -1279,7 +1279,7 @@ class Table(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Table:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': array('I'),
@@ -1346,7 +1346,7 @@ class Journal(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Journal:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_sectors': 0,
             'sectors': [],
@@ -1410,7 +1410,7 @@ class JournalSector(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> JournalSector:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'body': JournalRecordList.new(),
         }
@@ -1468,7 +1468,7 @@ class JournalRecordList(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> JournalRecordList:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'records': [],
         }
@@ -1627,7 +1627,7 @@ class JournalRecord(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> JournalRecord:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'record_type': _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, 0),
             'num_dirty_sectors': None,
@@ -1700,7 +1700,7 @@ class IbmJournal(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> IbmJournal:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_sectors': 0,
             'sectors': [],
@@ -1766,7 +1766,7 @@ class IbmJournalSector(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> IbmJournalSector:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'body': IbmJournalRecordList.new(),
         }
@@ -1824,7 +1824,7 @@ class IbmJournalRecordList(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> IbmJournalRecordList:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'records': [],
         }
@@ -1972,7 +1972,7 @@ class IbmJournalRecord(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> IbmJournalRecord:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'record_type': _codec.enum_or_int(_JOURNALRECORDTYPE_BY_VALUE, 0),
             'nb_sectors': None,

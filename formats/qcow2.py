@@ -222,7 +222,7 @@ class Qcow2(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Qcow2:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'header': Header.new(),
         }
@@ -522,10 +522,10 @@ class Header(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Header:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'magic': b'QFI\xfb',
-            'version': 0,
+            'version': 2,
             'backing_file_offset': 0,
             'backing_file_size': 0,
             'cluster_bits': 0,
@@ -742,7 +742,7 @@ class HeaderExtension(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> HeaderExtension:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'ext_type': _codec.enum_or_int(_HEADEREXTENSIONTYPE_BY_VALUE, 0),
             'len_data': 0,
@@ -814,7 +814,7 @@ class FeatureNameTable(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> FeatureNameTable:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': [],
@@ -895,7 +895,7 @@ class FeatureNameEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> FeatureNameEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'feature_type': _codec.enum_or_int(_FEATURETYPE_BY_VALUE, 0),
             'bit_number': 0,
@@ -981,7 +981,7 @@ class BitmapsExtension(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> BitmapsExtension:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'nb_bitmaps': 0,
             'reserved': 0,
@@ -1048,7 +1048,7 @@ class FullDiskEncryptionHeaderPointer(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> FullDiskEncryptionHeaderPointer:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'encryption_header_offset': 0,
             'encryption_header_length': 0,
@@ -1113,7 +1113,7 @@ class Table(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Table:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': array('Q'),
@@ -1197,7 +1197,7 @@ class L1Entry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> L1Entry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'copied': 0,
             'reserved_high': 0,
@@ -1302,7 +1302,7 @@ class L2Entry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> L2Entry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'copied': 0,
             'compressed': 0,
@@ -1387,7 +1387,7 @@ class L2EntryExtended(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> L2EntryExtended:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'entry': L2Entry.new(),
             'zero_bitmap': 0,
@@ -1459,7 +1459,7 @@ class CompressedClusterDescriptor(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> CompressedClusterDescriptor:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'cluster_bits': 0,
             'entry': 0,
@@ -1558,7 +1558,7 @@ class RefcountTableEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> RefcountTableEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'refcount_block_sector': 0,
             'reserved': 0,
@@ -1698,7 +1698,7 @@ class RefcountBlock(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> RefcountBlock:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'refcount_order': 0,
             'cluster_size': 0,
@@ -1768,7 +1768,7 @@ class SnapshotTable(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> SnapshotTable:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': [],
@@ -1926,7 +1926,7 @@ class SnapshotEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> SnapshotEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'l1_table_offset': 0,
             'l1_size': 0,
@@ -2061,7 +2061,7 @@ class SnapshotExtraData(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> SnapshotExtraData:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'len_extra_data': 0,
             'vm_state_size_large': None,
@@ -2129,7 +2129,7 @@ class BitmapDirectory(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> BitmapDirectory:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': [],
@@ -2282,7 +2282,7 @@ class BitmapDirectoryEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> BitmapDirectoryEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'bitmap_table_offset': 0,
             'bitmap_table_size': 0,
@@ -2382,7 +2382,7 @@ class BitmapTableEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> BitmapTableEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'reserved_high': 0,
             'data_cluster_sector': 0,

@@ -110,7 +110,7 @@ class Qed(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Qed:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'header': Header.new(),
         }
@@ -279,11 +279,11 @@ class Header(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Header:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'magic': b'QED\x00',
             'cluster_size': 0,
-            'table_size': 0,
+            'table_size': 1,
             'header_size': 0,
             'features': 0,
             'compat_features': 0,
@@ -390,7 +390,7 @@ class Table(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Table:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': array('Q'),

@@ -34,10 +34,12 @@ types:
         contents: conectix
       - id: features
         type: u4
+        -default: 2
         doc: Bit 0 temporary, bit 1 reserved and always set.
       - id: format_version
         type: u4
         -orig-id: File Format Version
+        -default: 0x00010000
         doc: Major version in the high 16 bits; always 0x00010000.
       - id: data_offset
         type: u8
@@ -102,12 +104,14 @@ types:
         contents: cxsparse
       - id: data_offset
         type: u8
+        -default: 0xffffffffffffffff
         doc: Unused; all ones.
       - id: table_offset
         type: u8
         doc: Absolute offset of the block allocation table.
       - id: header_version
         type: u4
+        -default: 0x00010000
         doc: Always 0x00010000.
       - id: max_table_entries
         type: u4

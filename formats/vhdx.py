@@ -168,7 +168,7 @@ class Vhdx(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Vhdx:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
         }
         unknown = set(fields) - set(values)
@@ -294,7 +294,7 @@ class FileIdentifier(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> FileIdentifier:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'vhdxfile',
             'creator': '',
@@ -436,7 +436,7 @@ class Header(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Header:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'head',
             'checksum': 0,
@@ -445,7 +445,7 @@ class Header(_codec.Record):
             'data_write_guid': bytes(16),
             'log_guid': bytes(16),
             'log_version': 0,
-            'version': 0,
+            'version': 1,
             'log_length': 0,
             'log_offset': 0,
             'reserved': bytes(4016),
@@ -597,7 +597,7 @@ class RegionTable(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> RegionTable:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'regi',
             'checksum': 0,
@@ -734,7 +734,7 @@ class RegionTableEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> RegionTableEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'guid': bytes(16),
             'file_offset': 0,
@@ -823,7 +823,7 @@ class MetadataTable(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> MetadataTable:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'header': MetadataTableHeader.new(),
             'entries': [],
@@ -905,7 +905,7 @@ class MetadataTableHeader(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> MetadataTableHeader:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'metadata',
             'reserved': 0,
@@ -1037,7 +1037,7 @@ class MetadataTableEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> MetadataTableEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'item_id': bytes(16),
             'offset': 0,
@@ -1126,7 +1126,7 @@ class FileParameters(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> FileParameters:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'block_size': 0,
             'leave_blocks_allocated': 0,
@@ -1192,7 +1192,7 @@ class VirtualDiskSize(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> VirtualDiskSize:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'virtual_disk_size': 0,
         }
@@ -1251,7 +1251,7 @@ class VirtualDiskId(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> VirtualDiskId:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'virtual_disk_id': bytes(16),
         }
@@ -1314,9 +1314,9 @@ class LogicalSectorSize(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> LogicalSectorSize:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
-            'logical_sector_size': 0,
+            'logical_sector_size': 0x200,
         }
         unknown = set(fields) - set(values)
         if unknown:
@@ -1377,9 +1377,9 @@ class PhysicalSectorSize(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> PhysicalSectorSize:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
-            'physical_sector_size': 0,
+            'physical_sector_size': 0x200,
         }
         unknown = set(fields) - set(values)
         if unknown:
@@ -1441,7 +1441,7 @@ class ChsParameters(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> ChsParameters:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'heads_per_cylinder': 0,
             'sectors_per_track': 0,
@@ -1513,7 +1513,7 @@ class ParentLocator(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> ParentLocator:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'header': ParentLocatorHeader.new(),
             'entries': [],
@@ -1589,7 +1589,7 @@ class ParentLocatorHeader(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> ParentLocatorHeader:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'locator_type': bytes(16),
             'reserved': 0,
@@ -1684,7 +1684,7 @@ class ParentLocatorEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> ParentLocatorEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'key_offset': 0,
             'value_offset': 0,
@@ -1790,7 +1790,7 @@ class Bat(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> Bat:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'num_entries': 0,
             'entries': array('Q'),
@@ -1862,7 +1862,7 @@ class BatEntry(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> BatEntry:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'state': _codec.enum_or_int(_PAYLOADBLOCKSTATE_BY_VALUE, 0),
             'reserved': 0,
@@ -2005,7 +2005,7 @@ class LogEntryHeader(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> LogEntryHeader:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'loge',
             'checksum': 0,
@@ -2141,7 +2141,7 @@ class ZeroDescriptor(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> ZeroDescriptor:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'zero',
             'reserved': 0,
@@ -2238,7 +2238,7 @@ class DataDescriptor(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> DataDescriptor:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'desc',
             'trailing_bytes': bytes(4),
@@ -2318,7 +2318,7 @@ class DataSector(_codec.Record):
 
     @classmethod
     def new(cls, **fields: Any) -> DataSector:
-        """A record with every field at its default (magics set, the rest zero)."""
+        """A record with every field at its default (magics and the values the spec fixes set, the rest zero)."""
         values: dict[str, Any] = {
             'signature': b'data',
             'sequence_high': 0,

@@ -319,3 +319,49 @@ class _Unequal:
         return False
 
     __hash__ = object.__hash__
+
+
+def test_new_gives_the_values_the_spec_fixes_as_qemu_writes_them(make_image: Any) -> None:
+    """Fields with a `-default` (a constant the spec documents) or a `valid` value get it in
+    new(); the oracle is the footer and dynamic header qemu-img writes."""
+    data = make_image("vpc", "10M", "subformat=dynamic").read_bytes()
+    qemu_footer = vhd.Footer.parse(data, len(data) - 512)
+    qemu_header = vhd.DynamicHeader.parse(data, qemu_footer.data_offset)
+    footer, header = vhd.Footer.new(), vhd.DynamicHeader.new()
+    assert footer.format_version == qemu_footer.format_version == 0x00010000
+    assert footer.features == qemu_footer.features == 2
+    assert header.header_version == qemu_header.header_version == 0x00010000
+    assert header.data_offset == qemu_header.data_offset == (1 << 64) - 1
+    assert vhd.Footer.new(format_version=7).format_version == 7  # still overridable
+    from diskspec.formats import vhdx
+    assert vhdx.Header.new().version == 1  # valid: 1
+
+
+def test_default_key_is_checked(tmp_path: Path) -> None:
+    from diskspec.codegen import SpecError, load_spec
+    spec = tmp_path / "d.ksy"
+    for bad, message in (("        -default: abc\n", "must be a constant integer"),
+                         ("        -default: 1\n        repeat: expr\n        repeat-expr: 2\n",
+                          "only for a single integer field")):
+        spec.write_text("meta:\n  id: d\n  endian: le\nseq:\n  - id: x\n        type: u4\n"
+                        .replace("        type", "    type") + bad.replace("        ", "    "))
+        with pytest.raises(SpecError, match=message):
+            load_spec(spec)
+    spec.write_text("meta:\n  id: d\n  endian: le\nseq:\n  - id: x\n    type: u4\n    -default: 0x10\n"
+                    "  - id: y\n    type: u2\n    valid:\n      any-of: [5, 6]\n")
+    import importlib.util
+    import sys
+
+    from diskspec.codegen import generate
+    module_path = spec.with_suffix(".py")
+    module_path.write_text(generate(spec))
+    loader_spec = importlib.util.spec_from_file_location("diskspec.formats._test_default", module_path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[loader_spec.name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    finally:
+        del sys.modules[loader_spec.name]
+    made = module.D.new()
+    assert (made.x, made.y) == (0x10, 5)

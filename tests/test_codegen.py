@@ -136,4 +136,49 @@ def test_editing_a_field_changes_the_codec(tmp_path: Path) -> None:
 def test_unknown_command_is_an_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "diskspec.runtime", "frobnicate"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown command" in proc.stderr
+    assert proc.returncode == 1 and "Command not found: frobnicate" in proc.stderr  # as qemu-img
+
+
+def _fake_checkout(root: Path) -> Path:
+    """A minimal diskspec checkout: pyproject.toml naming diskspec, and one spec."""
+    (root / "formats").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "diskspec"\n')
+    shutil.copy(FORMATS / "vhd.ksy", root / "formats" / "vhd.ksy")
+    return root
+
+
+def test_codegen_works_on_the_checkout_of_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _fake_checkout(tmp_path / "co")
+    (root / "sub" / "dir").mkdir(parents=True)
+    monkeypatch.chdir(root / "sub" / "dir")  # found upwards
+    assert codegen_main(["--check"]) == 1  # this checkout is stale, whatever the installed copy says
+    assert f"stale: {root / 'formats' / 'vhd.py'}" in capsys.readouterr().err
+    assert codegen_main([]) == 0
+    assert (root / "formats" / "vhd.py").read_text() == (FORMATS / "vhd.py").read_text()
+    assert codegen_main(["--check"]) == 0
+    assert sorted(p.name for p in (root / "formats").iterdir()) == ["vhd.ksy", "vhd.py"]
+
+
+def test_codegen_without_a_checkout_says_so_with_exit_3(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n')  # not ours
+    (tmp_path / "formats").mkdir()
+    shutil.copy(FORMATS / "vhd.ksy", tmp_path / "formats" / "vhd.ksy")
+    monkeypatch.chdir(tmp_path)
+    for argv in ([], ["--check"], ["--root", str(tmp_path)]):
+        assert codegen_main(argv) == 3
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("no diskspec checkout" in err or "not a diskspec checkout" in err)
+    assert not (tmp_path / "formats" / "vhd.py").exists()
+    root = _fake_checkout(tmp_path / "elsewhere")
+    assert codegen_main(["--root", str(root)]) == 0 and (root / "formats" / "vhd.py").is_file()
+
+
+def test_codegen_help_documents_exit_codes() -> None:
+    proc = subprocess.run([sys.executable, "-m", "diskspec.runtime", "codegen", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for line in ("exit codes:", "  0  done", "  1  --check", "  2  a spec", "  3  no diskspec checkout",
+                 "--root DIR"):
+        assert line in proc.stdout

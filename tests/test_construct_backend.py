@@ -764,3 +764,34 @@ def test_bad_expression_is_a_located_error(tmp_path: Path) -> None:
                    "    valid: {expr: _ < phantom}\n")
     with pytest.raises(SpecError, match=r"bad\.ksy:3: /seq/a: .*phantom"):
         load_structs(ksy)
+
+
+def test_load_structs_by_name_from_the_installed_package(tmp_path: Path) -> None:
+    """The README's example, run from a directory that is no checkout."""
+    code = ("from diskspec.codegen.to_construct import load_structs\n"
+            "from diskspec.formats import vhd\n"
+            "s = load_structs('vhd')\n"
+            "raw = vhd.Footer.new(current_size=1 << 20).update_checksum().build()\n"
+            "print(s[('footer',)].parse(raw).current_size)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(1 << 20)
+
+
+@pytest.mark.parametrize("case", ["unknown", "no_construct"])
+def test_load_structs_errors_are_one_line(tmp_path: Path, case: str) -> None:
+    code = {"unknown": "from diskspec.codegen.to_construct import load_structs\nload_structs('vhdz')\n",
+            "no_construct": "import sys\nsys.modules['construct'] = None\n"
+                            "import diskspec.codegen.to_construct\n"}[case]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    # one exception, no chained "During handling of the above exception" traceback
+    assert "During handling" not in proc.stderr and "direct cause" not in proc.stderr
+    if case == "unknown":
+        assert last.startswith("diskspec.codegen.loader.SpecError: unknown spec 'vhdz'") and "vhdx" in last
+    else:
+        assert last == ("ModuleNotFoundError: diskspec.codegen.to_construct needs the construct "
+                        "package: pip install 'diskspec[construct]'")
