@@ -62,12 +62,12 @@ def lock(fd: int, path: object, writable: bool, share: bool = False) -> None:
             _fcntl(fd, _SETLK, _SHARED, byte)
         for i in held:  # does anyone refuse a permission we hold?
             if _fcntl(fd, _GETLK, _EXCLUSIVE, SHARED_BASE + i) != _UNLOCKED:
-                raise ImageInUseError(f'{path}: failed to get "{PERMS[i]}" lock; is another '
-                                      f"process (a running VM?) using the image?")
+                raise ImageInUseError(f'Failed to get "{PERMS[i]}" lock: is another process '
+                                      f"(a running VM?) using the image '{path}'?")
         for i in refused:  # does anyone hold a permission we refuse?
             if _fcntl(fd, _GETLK, _EXCLUSIVE, PERM_BASE + i) != _UNLOCKED:
-                raise ImageInUseError(f'{path}: failed to get shared "{PERMS[i]}" lock; is '
-                                      f"another process (a running VM?) using the image?"
+                raise ImageInUseError(f'Failed to get shared "{PERMS[i]}" lock: is another '
+                                      f"process (a running VM?) using the image '{path}'?"
                                       + ("" if writable else " (-U reads it anyway)"))
     except OSError as exc:
         if exc.errno not in _NO_LOCKS:

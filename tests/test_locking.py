@@ -67,9 +67,9 @@ def image(tmp_path: Path, qemu_img: str) -> Path:
 def test_an_image_qemu_writes_is_not_opened_unless_shared(image: Path, qemu_io: str,
                                                           tmp_path: Path) -> None:
     with qemu_holds(qemu_io, image, "vhdx"):
-        with pytest.raises(ImageInUseError, match='failed to get shared "write" lock'):
+        with pytest.raises(ImageInUseError, match='Failed to get shared "write" lock'):
             ds.open(image)
-        with pytest.raises(ImageInUseError, match='failed to get "write" lock'):
+        with pytest.raises(ImageInUseError, match='Failed to get "write" lock'):
             ds.open(image, "r+")
         with pytest.raises(DiskspecError, match="read-only"):
             ds.open(image, "r+", share=True)
@@ -92,7 +92,7 @@ def test_readers_share_and_exclude_writers(image: Path, qemu_io: str) -> None:
     with qemu_holds(qemu_io, image, "vhdx", read_only=True):
         with ds.open(image) as reader:
             assert reader.size == 8 * MiB
-        with pytest.raises(ImageInUseError, match='failed to get "write" lock'):
+        with pytest.raises(ImageInUseError, match='Failed to get "write" lock'):
             ds.open(image, "r+")
 
 
@@ -125,9 +125,12 @@ def test_a_running_chain_keeps_its_parent_read_only(tmp_path: Path, qemu_img: st
     run(qemu_img, "create", "-q", "-f", "vpc", str(parent), "8M")
     run(qemu_img, "create", "-q", "-f", "qcow2", "-b", str(parent), "-F", "vpc", str(child))
     with qemu_holds(qemu_io, child, "qcow2"):
+        deadline = time.monotonic() + 20  # qemu may lock the child before it opens the parent
+        while not locked_bytes(parent) and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert locked_bytes(parent) == [(100, 100), (201, 201), (203, 203)]
         code, _, errs = ds_run("resize", parent, "+1M")
-        assert code == 1 and 'failed to get "write" lock' in one_error_line(errs)
+        assert code == 1 and 'Failed to get "write" lock' in one_error_line(errs)
         with ds.open(parent) as reader:
             assert reader.read(4096) == bytes(4096)
 

@@ -706,7 +706,7 @@ def test_64_tib_image(tmp_path: Path, qemu_img: str, qemu_io: str) -> None:
 
 @pytest.mark.parametrize("options", [
     {"size": (64 << 40) + 512}, {"block_size": 3 * MiB}, {"block_size": 512 * KiB},
-    {"block_size": 512 * MiB}, {"log_size": MiB + MiB // 2}, {"logical_sector_size": 1024},
+    {"block_size": 512 * MiB}, {"log_size": 0}, {"log_size": 4 << 30}, {"logical_sector_size": 1024},
     {"physical_sector_size": 2048}, {"subformat": "sparse"},
     {"size": 8 * MiB + 512, "logical_sector_size": 4096}, {"size": 0}, {"bogus_option": 1},
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))

@@ -19,6 +19,7 @@ from .options import (
     OpenRequest,
     create_request,
     image_opts,
+    json_filename,
 )
 
 FORMAT_HELP = "image format (probed from the content when omitted)"
@@ -56,6 +57,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """Options anywhere among the arguments, as qemu-img's getopt (with permutation)
+        takes them: `convert a.raw -O vpc b.vhd`; `--` ends the options."""
+        return self.parse_intermixed_args(args, namespace)
+
 
 # -- output helpers --------------------------------------------------------------------------
 
@@ -74,13 +80,17 @@ def print_json(value: Any) -> None:
 
 
 class ProgressBar:
-    """qemu-img's `    (NN.NN/100%)` with a bar, on stderr, only when it is a terminal."""
+    """qemu-img's progress on standard output: a bar after `    (NN.NN/100%)` on a terminal;
+    elsewhere (a pipe, a file) exactly qemu's `    (NN.NN/100%)\r` lines, which tools parse:
+    0.00 first, then at every step of more than MIN_SKIP percent, 100.00 last, then a newline."""
 
     WIDTH = 30
+    MIN_SKIP = 1.0  # qemu-img convert's step (percent)
 
     def __init__(self, enabled: bool, stream: IO[str] | None = None):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and self.stream.isatty()
+        self.stream = stream if stream is not None else sys.stdout
+        self.enabled = enabled
+        self.terminal = enabled and self.stream.isatty()
         self.last = -1.0
         self.shown = False
 
@@ -88,12 +98,17 @@ class ProgressBar:
         if not self.enabled:
             return
         pct = 100.0 if total <= 0 else min(100.0, 100.0 * done / total)
-        if pct - self.last < 0.5 and pct < 100.0:
+        if self.shown and pct - self.last <= self.MIN_SKIP and pct < 100.0:
+            return
+        if self.shown and pct == self.last:
             return
         self.last = pct
-        fill = int(self.WIDTH * pct / 100)
-        bar = "#" * fill + "." * (self.WIDTH - fill)
-        self.stream.write(f"\r    ({pct:.2f}/100%) [{bar}]")
+        if self.terminal:
+            fill = int(self.WIDTH * pct / 100)
+            bar = "#" * fill + "." * (self.WIDTH - fill)
+            self.stream.write(f"\r    ({pct:.2f}/100%) [{bar}]")
+        else:
+            self.stream.write(f"    ({pct:.2f}/100%)\r")
         self.stream.flush()
         self.shown = True
 
@@ -107,6 +122,7 @@ class ProgressBar:
 @contextlib.contextmanager
 def progress_bar(enabled: bool) -> Iterator[ProgressBar]:
     bar = ProgressBar(enabled)
+    bar(0, 1)  # qemu prints 0.00 before any work
     try:
         yield bar
     finally:
@@ -142,6 +158,11 @@ def request(spec: str, fmt: str | None, use_image_opts: bool) -> OpenRequest:
         if fmt:
             raise UsageError("--image-opts and -f are mutually exclusive")
         return image_opts(spec)
+    if spec.startswith("json:"):  # qemu's json: pseudo-filename
+        req = json_filename(spec)
+        if fmt and req.format and fmt != req.format:
+            raise UsageError(f"-f {fmt} and the json: driver {req.format!r} disagree")
+        return OpenRequest(req.path, req.format or fmt, req.options)
     return OpenRequest(spec, fmt, {})
 
 

@@ -28,6 +28,9 @@ from .units import parse_size
 
 # -- compare ---------------------------------------------------------------------------------
 
+#: the cache modes qemu-img's -t/-T accept
+QEMU_CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
+
 
 def cmd_compare(argv: list[str]) -> int:
     from ..ops.compare import compare
@@ -42,12 +45,15 @@ def cmd_compare(argv: list[str]) -> int:
                    help="images of different sizes or allocation differ")
     p.add_argument("-p", "--progress", action="store_true", help="show progress (on a terminal)")
     p.add_argument("-q", "--quiet", action="store_true", help="no output, only the exit code")
-    p.add_argument("-T", "--cache", help="accepted for compatibility")
+    p.add_argument("-T", "--cache", help="one of qemu's cache modes (accepted for compatibility)")
     p.add_argument("--object", action="append", help="not supported")
     p.add_argument("filename1")
     p.add_argument("filename2")
     a = p.parse_args(argv)
     reject(a.object, "--object")
+    if a.cache is not None and a.cache not in QEMU_CACHE_MODES:
+        err(f"Invalid source cache option: {a.cache}")  # qemu-img's words and exit code
+        return 2
     try:
         img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts, share=a.force_share, policy=a.parents)
     except (DiskspecError, OSError) as exc:

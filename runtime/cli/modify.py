@@ -28,6 +28,15 @@ from .options import (
 )
 from .units import parse_relative_size, parse_size
 
+
+def resize_preallocated(engine: Any, new_size: int, mode: str) -> None:
+    """resize --preallocation: engines whose resize takes it (raw); the others refuse it."""
+    from ..engines.raw.engine import RawEngine
+
+    if not isinstance(engine, RawEngine):
+        raise UnsupportedFeatureError(f"--preallocation={mode} for {engine.format_name} images")
+    engine.resize(new_size, preallocation=mode)
+
 # -- create ----------------------------------------------------------------------------------
 
 
@@ -159,7 +168,9 @@ def cmd_resize(argv: list[str]) -> int:
                      "[+|-]SIZE")
     add_common(p, share=False)
     p.add_argument("--shrink", action="store_true", help="allow making the image smaller")
-    p.add_argument("--preallocation", default="off", help="only 'off' is supported")
+    p.add_argument("--preallocation", default="off",
+                   help="off (default), falloc or full: how the added bytes of a raw image "
+                        "are allocated")
     p.add_argument("-q", "--quiet", action="store_true", help="no output")
     p.add_argument("--object", action="append", help="not supported")
     p.add_argument("filename")
@@ -170,8 +181,6 @@ def cmd_resize(argv: list[str]) -> int:
         size_text = None
     a = p.parse_args(argv)
     reject(a.object, "--object")
-    if a.preallocation != "off":
-        raise UnsupportedFeatureError(f"--preallocation={a.preallocation}")
     if size_text is None:
         raise UsageError("expecting a size")
     image, _ = open_arg(a.filename, a.fmt, a.image_opts, mode="r+", backing=False, policy=a.parents)
@@ -180,12 +189,15 @@ def cmd_resize(argv: list[str]) -> int:
         if new_size < 0:
             raise DiskspecError(f"new size {new_size} is negative")
         if new_size < image.size and not a.shrink:
-            err("Use the --shrink option to perform a shrink operation.")
-            err("warning: Shrinking an image will delete all data beyond the shrunken image's "
-                "end. Before performing such an operation, make sure there is no important data "
-                "there.")
+            # one line (qemu prints its warning on a second one); starts with qemu's sentence,
+            # which scripts match
+            err("Use the --shrink option to perform a shrink operation (it deletes the data "
+                f"beyond the new end, {image.size - new_size} bytes).")
             return 1
-        image.engine.resize(new_size)
+        if a.preallocation != "off":
+            resize_preallocated(image.engine, new_size, a.preallocation)
+        else:
+            image.engine.resize(new_size)
         image.flush()
     if not a.quiet:
         print("Image resized.")

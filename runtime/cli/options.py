@@ -23,6 +23,11 @@ OPEN_ALIASES = {"force_size_calc": "size_rule"}
 
 _TRUE = {"on", "true", "yes"}
 _FALSE = {"off", "false", "no"}
+#: qemu's boolean words (case-sensitive): on/off and their aliases, y and n included
+BOOL_WORDS = {"on": True, "yes": True, "true": True, "y": True,
+              "off": False, "no": False, "false": False, "n": False}
+#: how a create option declares itself boolean in Capabilities.create_options
+BOOL_MARK = "[on/off]"
 
 
 def split_options(text: str) -> list[tuple[str, str]]:
@@ -54,10 +59,9 @@ def split_options(text: str) -> list[tuple[str, str]]:
 
 def coerce(key: str, value: str) -> Any:
     """on/off -> bool, numbers with size suffixes -> int, anything else stays text."""
-    low = value.lower()
-    if low in _TRUE:
+    if value in _TRUE:
         return True
-    if low in _FALSE:
+    if value in _FALSE:
         return False
     if value and (value[0].isdigit() or value[0] == "."):
         try:
@@ -115,7 +119,7 @@ def create_request(fmt: str, size: int | None, opts: dict[str, Any], backing: st
                    backing_format: str | None = None) -> CreateRequest:
     """Translate qemu-img create options (-o, -b, -F, SIZE) for runtime.create()."""
     engine_for(fmt)  # unknown formats fail here, before anything else
-    opts = dict(opts)
+    opts = booleans(fmt, opts)
     if "size" in opts:
         value = opts.pop("size")
         if not isinstance(value, int) or isinstance(value, bool):
@@ -135,9 +139,8 @@ def create_request(fmt: str, size: int | None, opts: dict[str, Any], backing: st
         backing_format = value
     if backing_format is not None and backing is None:
         raise DiskspecError("a backing format (-F) needs a backing file (-b)")
-    prealloc = opts.pop("preallocation", False)
-    if prealloc not in (False, "off"):
-        raise UnsupportedFeatureError(f"preallocation={prealloc} (only 'off' is supported)")
+    if "preallocation" in opts:
+        opts = preallocation_option(fmt, opts)
     if backing is not None:
         needed = backing_create_options(fmt)
         if needed is None:
@@ -149,6 +152,35 @@ def create_request(fmt: str, size: int | None, opts: dict[str, Any], backing: st
             opts[key] = value
         opts["parent"] = backing
     return CreateRequest(fmt, size, opts, backing, backing_format)
+
+
+def preallocation_option(fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """-o preallocation=: passed to engines that declare it (raw); for the others only 'off'.
+    qemu's vpc and vhdx hand it to the file under the image, which they create empty, so it
+    preallocates nothing there; an allocated VHD/VHDX is -o subformat=fixed."""
+    value = opts["preallocation"]
+    mode = "off" if value is False else str(value)
+    if "preallocation" in engine_for(fmt).capabilities.create_options:
+        return {**opts, "preallocation": mode}
+    if mode != "off":
+        raise UnsupportedFeatureError(
+            f"preallocation={mode} for {engine_for(fmt).format_name} images (an allocated "
+            "image is -o subformat=fixed)")
+    return {k: v for k, v in opts.items() if k != "preallocation"}
+
+
+def booleans(fmt: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The options `fmt` declares boolean must be one of qemu's words (force_size=maybe is an
+    error, as in qemu-img, not "on")."""
+    declared = create_option_help(fmt)
+    out = dict(opts)
+    for key, value in opts.items():
+        if not declared.get(key, "").endswith(BOOL_MARK) or isinstance(value, bool):
+            continue
+        if not isinstance(value, str) or value not in BOOL_WORDS:
+            raise DiskspecError(f"Parameter '{key}' expects 'on' or 'off'")
+        out[key] = BOOL_WORDS[value]
+    return out
 
 
 @dataclass
@@ -175,8 +207,44 @@ def image_opts(text: str) -> OpenRequest:
     proto = pairs.pop("file.driver", "file")
     if proto != "file":
         raise UnsupportedFeatureError(f"protocol driver {proto!r} (only 'file')")
+    for key in pairs:  # the file protocol's own options: none of qemu's is one we take
+        if key.startswith("file."):
+            raise DiskspecError(f"Block protocol 'file' doesn't support the option '{key[5:]}'")
     if fmt == "file":
         fmt = "raw"
     # open options stay text (size_rule=chs), except on/off flags
-    extra = {k: (v.lower() in _TRUE) if v.lower() in _TRUE | _FALSE else v for k, v in pairs.items()}
+    extra: dict[str, Any] = {k: (v.lower() in _TRUE) if v.lower() in _TRUE | _FALSE else v
+                             for k, v in pairs.items()}
+    for key in ("offset", "size"):  # the raw driver's byte counts take qemu's size suffixes
+        if fmt in (None, "raw") and isinstance(extra.get(key), str):
+            extra[key] = parse_size(extra[key], key)
     return OpenRequest(os.fspath(path), fmt, open_options(extra))
+
+
+def json_filename(text: str) -> OpenRequest:
+    """qemu's `json:{...}` filename: the --image-opts keys as a JSON object, nested objects
+    flattened with dots (`{"file": {"filename": "x"}}` -> file.filename=x)."""
+    import json
+
+    try:
+        tree = json.loads(text[len("json:"):])
+    except ValueError as exc:
+        raise DiskspecError(f"Could not parse the JSON options: {exc}") from None
+    if not isinstance(tree, dict):
+        raise DiskspecError("Could not parse the JSON options: not an object")
+    flat: list[str] = []
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(f"{name}.", value)
+            elif isinstance(value, bool):
+                flat.append(f"{name}={'on' if value else 'off'}")
+            elif isinstance(value, int | float | str):
+                flat.append(f"{name}={str(value).replace(',', ',,')}")
+            else:
+                raise DiskspecError(f"Could not parse the JSON options: {name} is a {type(value).__name__}")
+
+    walk("", tree)
+    return image_opts(",".join(flat))

@@ -14,7 +14,7 @@ def cmd_codegen(argv: list[str]) -> int:
 def cmd_demo(argv: list[str]) -> int:
     from .demo import main as demo_main
 
-    return demo_main()
+    return demo_main(argv)
 
 
 def cmd_dissect(argv: list[str]) -> int:

@@ -149,7 +149,7 @@ def _entry(reader: Reader, header: vhdx.Header, off: int, length: int, avail: in
             fld.meaning = human_size(int(fld.value or 0))
     belongs = record.log_guid == header.log_guid
     node.notes.append("log GUID matches the current header" if belongs else
-                      "log GUID differs from the current header's: from an earlier session"
+                      "log GUID differs from the current header's: left by writes already applied"
                       if not any(header.log_guid) else
                       "log GUID differs from the current header's: not part of the active log")
     n = record.entry_length
@@ -367,8 +367,9 @@ def _sequences(node: Node, entries: list[Entry], header: vhdx.Header, length: in
                     f"{'y' if len(entries) == 1 else 'ies'} found ({valid} valid, "
                     f"{len(current)} with the current GUID, {len(guids)} distinct GUID(s))")
     if not dirty and entries:
-        node.notes.append("entries remain from earlier sessions; the header's zero log_guid "
-                          "means none of them is replayed")
+        # neutral on purpose: a file created and written once holds such entries too
+        node.notes.append("entries remain from writes already applied to the file; the "
+                          "header's zero log_guid means none of them is replayed")
     if dirty and bad:
         node.damage.append(f"{len(bad)} entr{'y' if len(bad) == 1 else 'ies'} with the current "
                            "log GUID are invalid")

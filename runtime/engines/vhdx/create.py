@@ -7,6 +7,7 @@ metadata region after the BAT (table, then the items at +64 KiB), payload after 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from array import array
 from pathlib import Path
@@ -65,6 +66,7 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
     block_size = block_size or auto_block_size(size)
     if block_size < MIB or block_size > 256 * MIB or block_size & (block_size - 1):
         raise DiskspecError(f"block_size must be a power of two from 1 MiB to 256 MiB, not {block_size}")
+    log_size = round_up(log_size, MIB)  # qemu rounds it up: log_size=1500k is 2 MiB
     if log_size < MIB or log_size % MIB:
         raise DiskspecError("log_size must be a multiple of 1 MiB")
     blocks = ceil_div(size, block_size)
@@ -137,12 +139,23 @@ def _metadata(size: int, block_size: int, lss: int, pss: int, subformat: str, li
     return bytes(region)
 
 
+def win32_absolute(path: str) -> str:
+    """absolute_win32_path's value: the extended-length form \\\\?\\C:\\... only for a
+    Windows path (a drive letter, or UNC); a POSIX path is written as it is, since a \\\\?\\
+    in front of /home/... names nothing on either system."""
+    if re.match(r"^[A-Za-z]:[\\/]", path):
+        return "\\\\?\\" + path.replace("/", "\\")
+    if path.startswith("\\\\") and not path.startswith("\\\\?\\"):
+        return "\\\\?\\UNC\\" + path[2:]
+    return path
+
+
 def _locator(linkage: str, parent: Path, child: Path) -> bytes:
     """The VHDX parent locator: parent_linkage, relative_path (\\ separators), and the
     absolute path of the parent on this host as absolute_win32_path."""
     relative = os.path.relpath(parent.resolve(), child.resolve().parent).replace("/", "\\")
     pairs = [("parent_linkage", "{" + linkage + "}"), ("relative_path", relative),
-             ("absolute_win32_path", "\\\\?\\" + str(parent.resolve()))]
+             ("absolute_win32_path", win32_absolute(str(parent.resolve())))]
     head = 20 + 12 * len(pairs)
     strings = bytearray()
     entries = []
