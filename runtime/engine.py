@@ -17,6 +17,7 @@ from .backend import Backend
 from .errors import CorruptError, ReadOnlyError, UnsupportedFeatureError
 from .extent import Extent, State
 from .pages import PageCache
+from .policy import Policy
 
 if TYPE_CHECKING:
     from .image import Image
@@ -105,6 +106,9 @@ class Engine(ABC):
         self.barriers = True
         #: the decoded table pages of this image (open(table_cache=N) sets its limit)
         self.table_cache = PageCache()
+        #: the backing file's format as the image states it (qcow2's backing format
+        #: extension); None: probed when the backing file is opened
+        self.backing_format: str | None = None
 
     # -- discovery and life cycle ------------------------------------------------------------
 
@@ -167,6 +171,22 @@ class Engine(ABC):
         capabilities say `rebase` implement it."""
         raise UnsupportedFeatureError(f"changing the backing file of {self.format_name} images")
 
+    def resolve_files(self, policy: Policy) -> None:  # noqa: B027 - optional hook
+        """Open the files the image names besides its parent (qcow2's external data file),
+        under the backing `policy`; called once, right after open."""
+
+    @property
+    def data_backend(self) -> Backend:
+        """The file that DATA extents' file offsets are in (an external data file, or the
+        image's own)."""
+        return self.backend
+
+    def map_recurse(self) -> bool | None:
+        """Whether block status looks into the file's holes under DATA extents (qemu's
+        BDRV_BLOCK_RECURSE): None, the default, where the file offset is the guest offset
+        (raw, fixed VHD); an engine may say always (True) or never (False)."""
+        return None
+
     def accept_parent(self, parent: Any, explicit: bool) -> None:  # noqa: B027 - optional hook
         """Raise ParentMissingError when `parent` (an Image) is not this image's parent.
 
@@ -185,7 +205,7 @@ class Engine(ABC):
             part = buf[e.offset - offset : e.end - offset]
             if e.state is State.DATA:
                 assert e.file_offset is not None
-                self.backend.readinto(e.file_offset, part)
+                self.data_backend.readinto(e.file_offset, part)
             elif e.state is State.BACKING and self.backing is not None:
                 self.backing.read_at(e.offset, part)
             else:

@@ -270,6 +270,7 @@ def _open(path: Path, writable: bool, format: str | None,
         raise
     image = Image(engine, path, cache, table_cache)
     try:
+        engine.resolve_files(policy)
         if backing and engine.needs_parent:
             engine.backing = _open_parent(image, parent, [*seen, real], share, policy)
     except BaseException:
@@ -303,8 +304,8 @@ def _open_parent(child: Image, parent: str | os.PathLike[str] | Image | None,
         if why is not None:
             tried.append(f"{how} {candidate} ({why})")
             continue
-        image = _open(candidate, False, None, None, True, {}, seen, share, policy, "writeback",
-                      engine.table_cache.limit)
+        image = _open(candidate, False, engine.backing_format, None, True, {}, seen, share, policy,
+                      "writeback", engine.table_cache.limit)
         try:
             if policy == "confined" and image.format == "raw":
                 raise ParentMissingError("a raw file is a parent only when named explicitly "

@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-from .errors import DiskspecError
+from .errors import DiskspecError, ParentMissingError
 
 Policy = Literal["confined", "any"]
 POLICIES: tuple[Policy, ...] = ("confined", "any")
@@ -44,6 +44,18 @@ def named_file(referrer: Path, name: str | os.PathLike[str]) -> Path:
     if path.is_absolute() or path.exists():
         return path
     return referrer.parent / path
+
+
+def referenced_file(referrer: Path, name: str, policy: Policy, what: str) -> Path:
+    """The file an image names besides its parent (qcow2's external data file): `name`
+    relative to the image's directory unless absolute, admitted by the policy; else a
+    ParentMissingError that names the file, and why."""
+    path = Path(name)
+    candidate = path if path.is_absolute() else referrer.parent / path
+    why = refusal(referrer, candidate, policy)
+    if why is not None:
+        raise ParentMissingError(f"{referrer}: {what} {candidate}: {why}")
+    return candidate
 
 
 def refusal(referrer: Path, candidate: Path, policy: Policy) -> str | None:

@@ -17,7 +17,8 @@ PROBE_BYTES = 64 * 1024
 #: format name (qemu-img's where it has one) -> module and class of its engine; an engine
 #: is imported when first asked for, so a tool pays only for the formats it touches
 ENGINES = {"raw": (".engines.raw.engine", "RawEngine"), "vpc": (".engines.vhd.engine", "VhdEngine"),
-           "vhdx": (".engines.vhdx.engine", "VhdxEngine")}
+           "vhdx": (".engines.vhdx.engine", "VhdxEngine"),
+           "qcow2": (".engines.qcow2.engine", "Qcow2Engine")}
 
 ALIASES = {"vhd": "vpc"}
 

@@ -17,6 +17,7 @@ from diskspec.formats import add_cow, fvd
 from diskspec.runtime.dissect import dissect
 from diskspec.runtime.errors import UnsupportedFeatureError
 from diskspec.runtime.foreign import foreign_format
+from diskspec.runtime.registry import engines
 
 from .conftest import run
 from .test_cli import ds_run, one_error_line
@@ -49,6 +50,10 @@ def foreign(tmp_path_factory: pytest.TempPathFactory, qemu_img: str) -> dict[str
 def test_engine_less_formats_are_named_not_read_as_raw(foreign: dict[str, tuple[Path, str]],
                                                        tmp_path: Path) -> None:
     for name, (path, fmt) in foreign.items():
+        if fmt in engines():  # (qcow2 has an engine now: it probes as itself)
+            with ds.open(path) as image:
+                assert image.format == fmt
+            continue
         with pytest.raises(UnsupportedFeatureError, match=f"is a {fmt} image"):
             ds.open(path)
         for command in (["info"], ["map", "--output=json"], ["check"]):

@@ -207,10 +207,11 @@ class Copier:
         buf = self._grown(buf, batch.size)
         view = memoryview(buf)
         pos = 0
-        for first, n in _spans(batch.jobs, lambda j: (j.entry.image.engine.backend, j.file_offset)):
+        for first, n in _spans(batch.jobs, lambda j: (j.entry.image.engine.data_backend,
+                                                      j.file_offset)):
             at = first.file_offset
             assert at is not None
-            first.entry.image.engine.backend.readinto(at, view[pos : pos + n])
+            first.entry.image.engine.data_backend.readinto(at, view[pos : pos + n])
             pos += n
         return buf
 

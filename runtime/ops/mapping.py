@@ -83,17 +83,17 @@ def _layer(image: Image, depth: int, offset: int, length: int, host_holes: HostH
     for e in image.extents(offset, length):
         if e.state is State.DATA:
             yield from _data(image, depth, e.offset, e.length, e.file_offset, host_holes)
-        elif e.state is State.ZERO:
+        elif e.state is State.ZERO:  # (preallocated zero clusters keep their offset)
             yield MapEntry(e.offset, e.length, depth, True, True, False,
-                           e.offset if raw else None, image)
+                           e.offset if raw else e.file_offset, image)
         else:
-            yield from _backing(image, depth, e.offset, e.length, host_holes)
+            yield from _backing(image, depth, e.offset, e.length, host_holes, e.file_offset)
 
 
 def file_fd(image: Image) -> int:
-    """The descriptor of the plain file under the image's engine; -1 when there is none
-    (a split VHD, an overlay, a backend in memory)."""
-    fd = getattr(image.engine.backend, "fd", -1)
+    """The descriptor of the plain file the image's DATA extents are in (the engine's data
+    backend); -1 when there is none (a split VHD, an overlay, a backend in memory)."""
+    fd = getattr(image.engine.data_backend, "fd", -1)
     return fd if isinstance(fd, int) and fd >= 0 else -1
 
 
@@ -108,8 +108,11 @@ def _has_holes(image: Image) -> bool:
         return True
 
 
-def _backing(image: Image, depth: int, offset: int, length: int, host_holes: HostHoles
-             ) -> Iterator[MapEntry]:
+def _backing(image: Image, depth: int, offset: int, length: int, host_holes: HostHoles,
+             file_offset: int | None = None) -> Iterator[MapEntry]:
+    """`file_offset`: where the run has space in the image's file although it is not
+    allocated (qcow2's unallocated subclusters of an allocated cluster): qemu shows it
+    when there is no backing image."""
     backing = image.backing
     end = offset + length
     inside = min(end, backing.size) if backing is not None else offset
@@ -117,14 +120,17 @@ def _backing(image: Image, depth: int, offset: int, length: int, host_holes: Hos
         yield from _layer(backing, depth + 1, offset, inside - offset, host_holes)
     start = max(offset, inside)
     if start < end:  # no backing image, or past its end: unallocated, reads as zeros
-        yield MapEntry(start, end - start, depth, False, True, False, None, image)
+        at = file_offset if backing is None else None
+        yield MapEntry(start, end - start, depth, False, True, False, at, image)
 
 
 def _data(image: Image, depth: int, offset: int, length: int, file_offset: int | None,
           host_holes: HostHoles) -> Iterator[MapEntry]:
     fd = file_fd(image)
+    recurse = image.engine.map_recurse() if host_holes == "identity" else None
     refine = file_offset is not None and fd >= 0 and (
-        host_holes == "all" or (host_holes == "identity" and file_offset == offset))
+        host_holes == "all" or (host_holes == "identity" and (
+            file_offset == offset if recurse is None else recurse)))
     if not refine or file_offset is None:
         yield MapEntry(offset, length, depth, True, False, True, file_offset, image)
         return

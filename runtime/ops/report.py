@@ -77,16 +77,17 @@ def backing_ref(image: Image) -> BackingRef | None:
     child_dir = image.path.parent
     if image.backing is not None:
         full = image.backing.path
-        return BackingRef(_stored_name(full, child_dir), str(full), image.backing.format)
+        return BackingRef(_stored_name(full, child_dir), str(full),
+                          engine.backing_format or image.backing.format)
     try:
         candidates = engine.parent_candidates()
     except Exception:  # a damaged locator: the image still has a parent, name unknown
         candidates = []
     if not candidates:
-        return BackingRef("", None, None)
+        return BackingRef("", None, engine.backing_format)
     # the full name: where the parent would be opened from (nothing is opened here)
     where = next((str(c) for _, c in candidates if refusal(image.path, c, DEFAULT) is None), None)
-    return BackingRef(_stored_name(candidates[0][1], child_dir), where, None)
+    return BackingRef(_stored_name(candidates[0][1], child_dir), where, engine.backing_format)
 
 
 def info(image: Image, filename: str | None = None) -> dict[str, Any]:

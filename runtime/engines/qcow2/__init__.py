@@ -1,0 +1,1 @@
+"""The qcow2 engine (read side): header, mapping, compressed clusters, snapshots."""
