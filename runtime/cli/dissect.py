@@ -23,11 +23,12 @@ from ..dissect.render import HEXDUMP_LIMIT, hexdump_document, hexdump_lines, wri
 from ..errors import DiskspecError
 
 DESCRIPTION = """\
-Show every structure of a VHD or VHDX image in file order: offsets, sizes, every field with
-the meaning of its codes, checksum verdicts (stored vs computed), both VHDX headers and region
-tables and which is current, the metadata items, parent locators, log entries, a BAT summary,
-and the gaps no structure references (possible remnants). The file is opened read-only;
-damaged images are dissected as far as they go and the damage named."""
+Show every structure of a VHD, VHDX or qcow2 image in file order: offsets, sizes, every field
+with the meaning of its codes, checksum verdicts (stored vs computed), both VHDX headers and
+region tables and which is current, the metadata items, parent locators, log entries, a BAT
+summary (qcow2: L1/L2 tables, refcount structures, snapshots, bitmaps, and a refcount verdict
+in place of checksums), and the gaps no structure references (possible remnants). The file
+is opened read-only; damaged images are dissected as far as they go and the damage named."""
 
 EXIT_CODES = """exit codes:
   0  the file was dissected and no problem was found
@@ -48,10 +49,12 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="diskspec dissect", description=DESCRIPTION, epilog=EXIT_CODES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="the image (VHD, VHDX; anything else is shown as raw)")
+    p.add_argument("file", help="the image (VHD, VHDX, qcow2; anything else is shown as raw)")
     p.add_argument("--output", choices=("human", "json"), default="human",
                    help="a readable tree (default) or JSON (schema: runtime/dissect/SCHEMA.md)")
-    p.add_argument("--bat", action="store_true", help="list every BAT entry")
+    p.add_argument("--bat", action="store_true",
+                   help="list every BAT entry (qcow2: every L1, L2, refcount table and block, "
+                        "and bitmap table entry)")
     p.add_argument("--hexdump", metavar="STRUCT", action="append", default=[],
                    help="show the bytes of one structure with its field boundaries, e.g. "
                         "header1, region_table2, metadata/file_parameters, log/entry[0], bat "
@@ -65,7 +68,9 @@ def parser() -> argparse.ArgumentParser:
                    help="bytes of gaps read at most; larger gaps are sampled "
                         f"(default {Options.gap_budget})")
     p.add_argument("--plain", action="store_true", help="plain text even when rich is installed")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the human output: auto (default) when stdout is a terminal, "
+                        "always, or never")
     return p
 
 

@@ -9,11 +9,15 @@ from pathlib import Path
 from ..errors import DiskspecError
 from ..foreign import foreign_format
 from . import gaps
+from . import qcow2 as qcow2_dissect
 from . import vhd as vhd_dissect
 from . import vhdx as vhdx_dissect
 from .common import MiB, Reader, human_size
 from .model import Field, Node
 from .options import Options
+
+#: qemu-img's format names -> what people call them
+NAMES = {"vpc": "VHD", "vhdx": "VHDX", "qcow2": "qcow2"}
 
 
 def dissect(path: str | os.PathLike[str], *, bat: bool = False, scan_gaps: bool = True,
@@ -48,7 +52,7 @@ def dissect(path: str | os.PathLike[str], *, bat: bool = False, scan_gaps: bool 
 
 
 def detect(head: bytes, tail: bytes, size: int) -> str:
-    """"vpc", "vhdx" or "raw", from the first MiB and the last 512 bytes."""
+    """"vpc", "vhdx", "qcow2" or "raw", from the first MiB and the last 512 bytes."""
     from diskspec.formats import vhd
 
     if tail[:8] == vhd_dissect.COOKIE and len(tail) == 512 and vhd.Footer.verify_buffer(tail):
@@ -62,6 +66,8 @@ def detect(head: bytes, tail: bytes, size: int) -> str:
             return "vpc"
     if head[:8] == vhdx_dissect.SIGNATURE:
         return "vhdx"
+    if qcow2_dissect.probe(head):
+        return "qcow2"
     if vhd_dissect.probe(head[:512], tail):
         return "vpc"
     if size >= 4 * 64 * 1024 and vhdx_dissect.probe(head):
@@ -77,12 +83,14 @@ def _dissect(path: Path, reader: Reader, options: Options) -> Node:
     fmt = detect(head, tail, size)
     root.fields += [
         Field("path", 0, 0, str(path), None, ""),
-        Field("format", 0, 0, fmt, {"vpc": "VHD", "vhdx": "VHDX"}.get(fmt, "raw or unknown"),
+        Field("format", 0, 0, fmt, NAMES.get(fmt, "raw or unknown"),
               "qemu-img's format name"),
         Field("file_size", 0, 0, size, human_size(size), ""),
     ]
     if fmt == "vhdx":
         vhdx_dissect.dissect(reader, root, options)
+    elif fmt == "qcow2":
+        qcow2_dissect.dissect(reader, root, options)
     elif fmt == "vpc":
         vhd_dissect.dissect(reader, root, options)
     else:
@@ -94,7 +102,7 @@ def _dissect(path: Path, reader: Reader, options: Options) -> Node:
     root.sort()
     sub = root.value("subformat")
     damage = len(root.all_damage())
-    root.summary = (f"{ {'vpc': 'VHD', 'vhdx': 'VHDX'}.get(fmt, 'raw or unknown format')}"
+    root.summary = (f"{NAMES.get(fmt, 'raw or unknown format')}"
                     + (f" {sub}" if sub else "") + f", {human_size(size)} file"
                     + (f", {damage} problem(s) found" if damage else ", no damage found"))
     return root
@@ -118,7 +126,7 @@ def _raw(root: Node, reader: Reader, head: bytes, tail: bytes) -> None:
         root.notes.append(f"the file starts with the {other} magic; dissect does not decode "
                           f"{other} yet, so it is shown as raw data")
     else:
-        root.notes.append("raw or unknown format: no VHD or VHDX structure was recognised")
+        root.notes.append("raw or unknown format: no VHD, VHDX or qcow2 structure was recognised")
     root.fields.append(Field("subformat", 0, 0, None, None, ""))
     root.fields.append(Field("virtual_size", 0, 0, reader.size, human_size(reader.size),
                              "a raw file is its own virtual disk"))
