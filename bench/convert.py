@@ -28,9 +28,12 @@ patch) that cost ~35 ms per start here and are no part of diskspec. --in-tree ti
 `python -m diskspec.runtime` with this interpreter instead (modules byte-compiled first, as
 a wheel install does).
 
-Run: python bench/convert.py [--size 256M] [--runs 5] [--in-tree]
-Goal (issue 5): diskspec convert >= 1.0x qemu-img's speed on each case. Nothing here asserts
-a time; it prints ratios of the best and of the median times.
+Run: python bench/convert.py [--sizes 1G,4G] [--runs 5] [--in-tree]
+Goals (issue 16): on the 4 GiB half-allocated sources (where process start is a few percent)
+the whole diskspec process >= 1.0x qemu-img's speed for each case in both cache modes; and
+diskspec's in-process copy (the "in-proc/q" column: qemu-img's whole run over the in-process
+convert() time) >= 1.0x on 1 GiB. Nothing here asserts a time; it prints ratios of the best
+and of the median times.
 """
 
 from __future__ import annotations
@@ -238,7 +241,8 @@ def parse_size(text: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=parse_size, default=GiB, help="virtual size (default 1G)")
+    ap.add_argument("--sizes", default="1G,4G", help="virtual sizes, one set of sources each "
+                    "(default 1G,4G)")
     ap.add_argument("--runs", type=int, default=5, help="rounds (best and median are reported)")
     ap.add_argument("--in-tree", action="store_true",
                     help="time this interpreter's diskspec instead of a fresh venv's")
@@ -248,44 +252,54 @@ def main() -> None:
         sys.exit("qemu-img not found (run bench/setup.sh)")
     version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
+    sizes = [parse_size(text) for text in args.sizes.split(",")]
+    results = []
     with tempfile.TemporaryDirectory(prefix="diskspec-bench-") as tmp_name:
         tmp = Path(tmp_name)
         diskspec = in_tree() if args.in_tree else installed(tmp)
         start = start_up(qemu, diskspec)
-        t = time.perf_counter()
-        src = make_sources(tmp, args.size)
-        os.sync()
-        truth = file_sha(src["raw"])
-        print(f"created half-allocated raw, VHD and VHDX sources of {args.size / MiB:g} MiB in "
-              f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
-        cases = [Case("VHD -> raw", src["vpc"], "vpc", "raw", "", "raw"),
-                 Case("VHDX -> VHD", src["vhdx"], "vhdx", "vpc", "subformat=dynamic,force_size=on", "vhd"),
-                 Case("raw -> VHDX", src["raw"], "raw", "vhdx", "", "vhdx")]
-        results = [(case, mode, *measure(case, mode, qemu, diskspec, tmp, args.runs, truth))
-                   for mode in MODES for case in cases]
+        for size in sizes:
+            t = time.perf_counter()
+            src = make_sources(tmp, size)
+            os.sync()
+            truth = file_sha(src["raw"])
+            print(f"created half-allocated raw, VHD and VHDX sources of {size / MiB:g} MiB in "
+                  f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+            cases = [Case("VHD -> raw", src["vpc"], "vpc", "raw", "", "raw"),
+                     Case("VHDX -> VHD", src["vhdx"], "vhdx", "vpc", "subformat=dynamic,force_size=on",
+                          "vhd"),
+                     Case("raw -> VHDX", src["raw"], "raw", "vhdx", "", "vhdx")]
+            results += [(size, case, mode, *measure(case, mode, qemu, diskspec, tmp, args.runs, truth))
+                        for mode in MODES for case in cases]
+            for path in src.values():
+                path.unlink()
 
-    print(f"\nConvert, {args.size / MiB:g} MiB half-allocated sources (random 2 MiB blocks); MB/s of "
-          f"virtual size, best and median of {args.runs}; source page cache warm; process start "
-          f"included")
+    print(f"\nConvert, half-allocated sources (random 2 MiB blocks); MB/s of virtual size, best and "
+          f"median of {args.runs}; source page cache warm; process start included")
     print(f"{version}; diskspec from {diskspec.where}")
     print("process start alone (best of 5): "
           + ", ".join(f"{tool} {seconds * 1000:.0f} ms" for tool, seconds in start.items()))
-    print("in-process: diskspec's convert() without the process start and exit, best time; "
-          "the ratio columns compare the two command lines")
-    head = (f"{'case':12}  {'mode':8}  {'qemu-img MB/s':>13}  {'diskspec MB/s':>13}  "
-            f"{'ratio best':>10}  {'ratio median':>12}  {'in-process':>10}  {'content':>7}  goal")
+    print("ratio best / median: the two command lines (diskspec over qemu-img speed); in-process: "
+          "diskspec's convert() without the process start and exit, best time; in-proc/q: "
+          "qemu-img's best whole run over that time")
+    head = (f"{'size':>5}  {'case':12}  {'mode':8}  {'qemu-img MB/s':>13}  {'diskspec MB/s':>13}  "
+            f"{'ratio best':>10}  {'ratio median':>12}  {'in-process':>10}  {'in-proc/q':>9}  "
+            f"{'content':>7}  goal")
     print(head)
     print("-" * len(head))
-    for case, mode, times, ok in results:
-        q, d = (args.size / times[tool][0] / 1e6 for tool in ("qemu-img", "diskspec"))
+    for size, case, mode, times, ok in results:
+        q, d = (size / times[tool][0] / 1e6 for tool in ("qemu-img", "diskspec"))
         mid = len(times["qemu-img"]) // 2
         median = times["qemu-img"][mid] / times["diskspec"][mid]
         content = "ok" if all(ok.values()) else "WRONG " + ",".join(k for k, v in ok.items() if not v)
-        mark = f">={GOAL:g}x {'ok' if d / q >= GOAL else 'MISS'}"
         inner = times[IN_PROCESS][0]
-        print(f"{case.name:12}  {mode:8}  {q:13.0f}  {d:13.0f}  {d / q:9.2f}x  {median:11.2f}x  "
-              f"{inner:9.3f}s  {content:>7}  {mark}")
-
+        inner_ratio = times["qemu-img"][0] / inner
+        if size >= 4 * GiB:
+            mark = f"whole >={GOAL:g}x {'ok' if d / q >= GOAL else 'MISS'}"
+        else:
+            mark = f"in-proc >={GOAL:g}x {'ok' if inner_ratio >= GOAL else 'MISS'}"
+        print(f"{size // MiB:4}M  {case.name:12}  {mode:8}  {q:13.0f}  {d:13.0f}  {d / q:9.2f}x  "
+              f"{median:11.2f}x  {inner:9.3f}s  {inner_ratio:8.2f}x  {content:>7}  {mark}")
 
 if __name__ == "__main__":
     main()
