@@ -37,6 +37,8 @@ class Image(io.RawIOBase):
         self.engine = engine
         self.path = path
         self._pos = 0
+        #: closed, as a plain attribute: IOBase's `closed` costs a getattr on the hot path
+        self._shut = False
         self.cache = check_cache(cache)
         # unsafe: no barriers, no flush (qemu's cache=unsafe: for scratch images)
         engine.barriers = self.cache != "unsafe"
@@ -74,6 +76,9 @@ class Image(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == 0 and type(offset) is int and offset >= 0 and not self._shut:
+            self._pos = offset  # the common case first: random reads seek before each read
+            return offset
         self._checkClosed()
         if whence == io.SEEK_SET:
             pos = offset
@@ -89,10 +94,10 @@ class Image(io.RawIOBase):
         return pos
 
     def readinto(self, buffer: Any) -> int:
-        if self.closed:
+        if self._shut:
             raise ValueError("I/O operation on closed image")
         view = memoryview(buffer)
-        if view.format != "B" or view.ndim != 1:
+        if type(buffer) is not bytearray and (view.format != "B" or view.ndim != 1):
             view = view.cast("B")
         pos = self._pos
         n = self.engine.virtual_size - pos
@@ -139,6 +144,7 @@ class Image(io.RawIOBase):
             try:
                 super().close()  # flushes
             finally:
+                self._shut = True
                 self.engine.close()
                 if self.engine.backing is not None:
                     self.engine.backing.close()

@@ -92,5 +92,9 @@ def test_file_object_attributes_and_errors(pair: tuple[Path, Path]) -> None:
     assert image.closed and repr(image).endswith("closed>")
     with pytest.raises(ValueError):
         image.read(1)
+    with pytest.raises(ValueError):  # the fast paths see the close too
+        image.seek(0)
+    with pytest.raises(ValueError):
+        image.readinto(bytearray(1))
     with ds.open(vhdx, "r+") as writable:
         assert writable.mode == "rb+" and writable.writable()
