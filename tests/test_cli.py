@@ -470,8 +470,10 @@ def test_convert_failure_leaves_no_target(images: dict[str, Path], tmp_path: Pat
     code, out, errs = ds_run("convert", "-O", "vpc", src, dst)
     assert code == 1 and "No space left on device" in one_error_line(errs)
     assert leftovers(tmp_path) == []
-    # Ctrl-C: same, exit 130; an existing destination stays as it was
+    # Ctrl-C: same, exit 130; an existing destination is written in place, as qemu-img
+    # writes it (issue 16 item 2), so it is the same file afterwards and nothing is left over
     dst.write_bytes(b"old content")
+    inode = dst.stat().st_ino
     writes = -10**9
 
     def interrupted(self: VhdEngine, offset: int, data: memoryview) -> None:
@@ -480,7 +482,7 @@ def test_convert_failure_leaves_no_target(images: dict[str, Path], tmp_path: Pat
     monkeypatch.setattr(VhdEngine, "write", interrupted)
     code, out, errs = ds_run("convert", "-O", "vpc", src, dst)
     assert code == 130 and "interrupted" in one_error_line(errs)
-    assert leftovers(tmp_path) == ["fail.vhd"] and dst.read_bytes() == b"old content"
+    assert leftovers(tmp_path) == ["fail.vhd"] and dst.stat().st_ino == inode
 
 
 def test_convert_into_missing_directory(images: dict[str, Path], tmp_path: Path) -> None:
@@ -542,7 +544,7 @@ def test_compare_errors_exit_2(images: dict[str, Path], tmp_path: Path, qemu_img
     missing = tmp_path / "missing.raw"
     assert qemu(qemu_img, "compare", images["raw"], missing).returncode == 2
     code, _, errs = ds_run("compare", images["raw"], missing)
-    assert code == 2 and "no such file" in one_error_line(errs)
+    assert code == 2 and f"Could not open '{missing}'" in one_error_line(errs)
     # bad arguments: 1, as qemu-img ("Expecting two image file names")
     assert qemu(qemu_img, "compare", images["raw"]).returncode == 1
     code, _, errs = ds_run("compare", images["raw"])
@@ -578,7 +580,6 @@ def test_create_options_and_errors(tmp_path: Path) -> None:
                           (("-f", "nope", tmp_path / "y", "1M"), "unknown format"),
                           (("-f", "vpc", "-o", "subformat=weird", tmp_path / "z.vhd", "1M"),
                            "subformat"),
-                          ((raw, "1M"), "exists"),
                           (("-f", "vpc", tmp_path / "w.vhd", "12Q"), "invalid size"),
                           (("-F", "vpc", tmp_path / "v.vhd", "1M"), "backing")]:
         code, _, errs = ds_run("create", *args)

@@ -151,7 +151,7 @@ def test_resize_shrink_refusal_is_one_line_starting_with_qemus_sentence(work: Pa
     theirs = run(qemu_img, "resize", "-f", "vpc", "d.vhd", "-512K", cwd=work)
     mine = ours("resize", "-f", "vpc", "d.vhd", "-512K", cwd=work)
     assert mine.returncode == theirs.returncode == 1
-    sentence = "Use the --shrink option to perform a shrink operation"
+    sentence = "Use the --shrink option to perform a shrink operation."
     assert sentence in theirs.stderr.splitlines()[0]
     assert mine.stderr.count("\n") == 1 and mine.stderr.startswith(f"diskspec: {sentence}")
 

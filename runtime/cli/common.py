@@ -21,6 +21,8 @@ from .options import (
     image_opts,
     json_filename,
 )
+from .snapshots import SnapshotRef, snapshot_id
+from .snapshots import parse as parse_snapshot
 
 FORMAT_HELP = "image format (probed from the content when omitted)"
 
@@ -153,6 +155,16 @@ def add_common(p: Parser, *, fmt: bool = True, image_opts_flag: bool = True, sha
                         "'any' (wherever the image says, as qemu-img)")
 
 
+SNAPSHOT_HELP = ("read an internal snapshot instead of the active layer: ID_OR_NAME, or "
+                 "snapshot.id=ID[,snapshot.name=NAME] (as convert -l)")
+
+
+def add_snapshot(p: Parser, *flags: str, dest: str = "snapshot", what: str = "") -> None:
+    """--snapshot (qemu-img has none here; the same text as convert's -l)."""
+    p.add_argument(*(flags or ("--snapshot",)), dest=dest, metavar="SNAPSHOT",
+                   type=parse_snapshot, help=SNAPSHOT_HELP + what)
+
+
 def request(spec: str, fmt: str | None, use_image_opts: bool) -> OpenRequest:
     if use_image_opts:
         if fmt:
@@ -167,14 +179,43 @@ def request(spec: str, fmt: str | None, use_image_opts: bool) -> OpenRequest:
 
 
 def open_arg(spec: str, fmt: str | None, use_image_opts: bool, *, mode: str = "r",
-             backing: bool = True, share: bool = False, policy: str = DEFAULT) -> tuple[Image, str]:
+             backing: bool = True, share: bool = False, policy: str = DEFAULT,
+             snapshot: SnapshotRef | None = None) -> tuple[Image, str]:
     """Open an image named on the command line; returns it and its name for output.
     `share`: -U, open it (read-only) even while another process holds it; `policy`: the
-    backing policy (--parents)."""
+    backing policy (--parents); `snapshot`: open that internal snapshot (read-only) instead
+    of the active layer."""
     req = request(spec, fmt, use_image_opts)
-    return open_image(req.path, mode, format=req.format, backing=backing, share=share,
-                      backing_policy=policy,
-                      **req.options), req.path
+    try:
+        image = open_image(req.path, mode, format=req.format, backing=backing, share=share,
+                           backing_policy=policy, **req.options)
+    except (DiskspecError, OSError) as exc:
+        could_not_open(exc, req.path)
+        raise
+    if snapshot is None:
+        return image, req.path
+    with image:  # found by ID or name in the table, then opened by its ID
+        wanted, fmt_found = snapshot_id(image, snapshot), image.format
+    return open_image(req.path, mode, format=fmt_found, backing=backing, share=share,
+                      backing_policy=policy, snapshot=wanted, **req.options), req.path
+
+
+def could_not_open(exc: BaseException, path: str) -> None:
+    """Give an error opening `path` qemu-img's form, which scripts match: "Could not open
+    'PATH': REASON" (a missing file is qemu's "Could not open 'PATH': Could not open 'PATH':
+    No such file or directory")."""
+    text = describe(exc)
+    if text.startswith("Could not open "):
+        return
+    for prefix in (f"{path}: ", f"'{path}': "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    if text == "no such file" or (isinstance(exc, FileNotFoundError) and exc.filename == path):
+        text = f"Could not open '{path}': No such file or directory"
+    exc.args = (f"Could not open '{path}': {text}",)
+    if isinstance(exc, OSError):
+        exc.strerror, exc.filename = exc.args[0], None
+    exc.described = True  # type: ignore[attr-defined]
 
 
 def reject(value: Any, what: str) -> None:
@@ -208,6 +249,8 @@ def backing_path(child: Path, backing: str) -> Path:
 
 
 def describe(exc: BaseException) -> str:
+    if getattr(exc, "described", False):  # already in its final form (could_not_open)
+        return str(exc.args[0])
     if isinstance(exc, UnsupportedFeatureError):
         return f"not supported: {exc}"
     if isinstance(exc, OSError) and exc.strerror:

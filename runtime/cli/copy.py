@@ -11,6 +11,7 @@ from .common import (
     Parser,
     UsageError,
     add_common,
+    add_snapshot,
     backing_path,
     describe,
     err,
@@ -24,6 +25,7 @@ from .options import (
     parse_options,
     wants_help,
 )
+from .snapshots import parse as parse_snapshot
 from .units import parse_size
 
 # -- compare ---------------------------------------------------------------------------------
@@ -46,6 +48,8 @@ def cmd_compare(argv: list[str]) -> int:
     p.add_argument("-p", "--progress", action="store_true", help="show progress (on a terminal)")
     p.add_argument("-q", "--quiet", action="store_true", help="no output, only the exit code")
     p.add_argument("-T", "--cache", help="one of qemu's cache modes (accepted for compatibility)")
+    add_snapshot(p, what=", of FILENAME1")
+    add_snapshot(p, "--b-snapshot", dest="b_snapshot", what=", of FILENAME2")
     p.add_argument("--object", action="append", help="not supported")
     p.add_argument("filename1")
     p.add_argument("filename2")
@@ -55,13 +59,15 @@ def cmd_compare(argv: list[str]) -> int:
         err(f"Invalid source cache option: {a.cache}")  # qemu-img's words and exit code
         return 2
     try:
-        img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts, share=a.force_share, policy=a.parents)
+        img_a, _ = open_arg(a.filename1, a.fmt_a, a.image_opts, share=a.force_share,
+                            policy=a.parents, snapshot=a.snapshot)
     except (DiskspecError, OSError) as exc:
         err(describe(exc))
         return 2
     with img_a:
         try:
-            img_b, _ = open_arg(a.filename2, a.fmt_b, a.image_opts, share=a.force_share, policy=a.parents)
+            img_b, _ = open_arg(a.filename2, a.fmt_b, a.image_opts, share=a.force_share,
+                                policy=a.parents, snapshot=a.b_snapshot)
         except (DiskspecError, OSError) as exc:
             err(describe(exc))
             return 2
@@ -111,7 +117,9 @@ def cmd_convert(argv: list[str]) -> int:
                         "to the target's directory) and copy only the source's top layer")
     p.add_argument("-F", "--backing-format", dest="backing_fmt", metavar="BACKING_FMT",
                    help="format of the backing file")
-    p.add_argument("-l", "--snapshot", help="not supported")
+    p.add_argument("-l", "--snapshot", metavar="SNAPSHOT",
+                   help="copy an internal snapshot of the (first) source: ID_OR_NAME, or "
+                        "snapshot.id=ID[,snapshot.name=NAME] (as qemu-img)")
     p.add_argument("-r", "--rate-limit", help="not supported")
     p.add_argument("--salvage", action="store_true", help="not supported")
     p.add_argument("--bitmaps", action="store_true", help="not supported")
@@ -124,7 +132,7 @@ def cmd_convert(argv: list[str]) -> int:
         print(format_option_help(out_fmt or "raw"), end="")
         return 0
     for value, what in ((a.compress, "compression (-c)"),
-                        (a.snapshot, "internal snapshots (-l)"), (a.rate_limit, "rate limits (-r)"),
+                        (a.rate_limit, "rate limits (-r)"),
                         (a.salvage, "--salvage"), (a.bitmaps, "--bitmaps"),
                         (a.target_image_opts, "--target-image-opts"), (a.object, "--object")):
         reject(value, what)
@@ -142,10 +150,14 @@ def cmd_convert(argv: list[str]) -> int:
                                  with_backing=True)
         if "parent" in options and a.backing_fmt:  # -F must name the backing file's format
             open_image(options["parent"], format=a.backing_fmt, share=a.force_share).close()
+    snapshot = parse_snapshot(a.snapshot) if a.snapshot is not None else None
+    if snapshot is not None and snapshot.id_or_name is not None and len(a.files) > 2:
+        raise DiskspecError("No support for concatenating multiple snapshot")  # qemu's words
     sources: list[Image] = []
     try:
-        for spec in a.files[:-1]:
-            sources.append(open_arg(spec, a.fmt, a.image_opts, share=a.force_share, policy=a.parents)[0])
+        for i, spec in enumerate(a.files[:-1]):
+            sources.append(open_arg(spec, a.fmt, a.image_opts, share=a.force_share,
+                                    policy=a.parents, snapshot=None if i else snapshot)[0])
         with progress_bar(a.progress and not a.quiet) as bar:
             convert(sources, a.files[-1], out_fmt, options, sparse_size=sparse,
                     no_create=a.no_create, target_is_zero=a.target_is_zero, progress=bar,

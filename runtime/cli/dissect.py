@@ -9,6 +9,7 @@ bad arguments).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -20,7 +21,10 @@ from ..dissect.core import dissect
 from ..dissect.model import Node
 from ..dissect.options import Options
 from ..dissect.render import HEXDUMP_LIMIT, hexdump_document, hexdump_lines, write_json, write_plain
+from ..engine import Snapshot
 from ..errors import DiskspecError
+from .snapshots import SnapshotRef
+from .snapshots import parse as parse_snapshot
 
 DESCRIPTION = """\
 Show every structure of a VHD, VHDX or qcow2 image in file order: offsets, sizes, every field
@@ -67,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gap-budget", metavar="BYTES", type=int, default=Options.gap_budget,
                    help="bytes of gaps read at most; larger gaps are sampled "
                         f"(default {Options.gap_budget})")
+    p.add_argument("--snapshot", metavar="SNAPSHOT", type=parse_snapshot,
+                   help="only that internal snapshot (qcow2): its table entry and its L1 and "
+                        "L2 tables; ID_OR_NAME, or snapshot.id=ID[,snapshot.name=NAME] (as "
+                        "convert -l)")
     p.add_argument("--plain", action="store_true", help="plain text even when rich is installed")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the human output: auto (default) when stdout is a terminal, "
@@ -91,6 +99,8 @@ def _main(argv: list[str]) -> int:
         raise DiskspecError("--hexdump-limit and --gap-budget must be positive")
     options = Options(bat=args.bat, scan_gaps=not args.no_gaps, gap_budget=args.gap_budget)
     root = dissect(args.file, options=options)
+    if args.snapshot is not None:
+        root = only_snapshot(root, args.snapshot, args.file)
     code = PROBLEMS if root.all_damage() else CLEAN
     if args.hexdump:
         _hexdumps(root, args)
@@ -109,6 +119,43 @@ def _main(argv: list[str]) -> int:
     else:
         write_plain(root, out, brief=args.brief)
     return code
+
+
+#: the L2 table offset in a qcow2 L1 entry (qcow2.md: bits 9-55)
+L1_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+
+
+def only_snapshot(root: Node, ref: SnapshotRef, path: str) -> Node:
+    """The tree cut to one snapshot: the root (the file's summary), the snapshot's table
+    entry, its L1 table and the L2 tables it points at. Found by the entries' id_str and
+    name fields, as qemu finds a snapshot (ID first, then name)."""
+    table = next((c for c in root.children if c.kind == "snapshot_table"), None)
+    entries = [c for c in table.children if c.kind == "snapshot_entry"] if table else []
+    if not entries:
+        raise DiskspecError("Failed to load snapshot: the image has no internal snapshots")
+    found = ref.find([Snapshot(id=_text(e, "id_str"), name=_text(e, "name"), disk_size=0)
+                      for e in entries])
+    if found is None:
+        raise DiskspecError("Failed to load snapshot: Can't find snapshot")
+    index = next(i for i, e in enumerate(entries) if _text(e, "id_str") == found.id)
+    l1 = root.find(f"snapshot_l1[{index}]")
+    kept = [entries[index]]
+    if l1 is not None:
+        kept.append(l1)
+        if l1.size:  # dissect read it (bounded, checked): the L2 tables it names
+            with Reader(path) as reader:
+                raw = reader.read(l1.offset, l1.size)
+            wanted = {int.from_bytes(raw[i:i + 8], "big") & L1_OFFSET_MASK
+                      for i in range(0, len(raw), 8)}
+            kept += [c for c in root.children if c.kind == "l2_table" and c.offset in wanted]
+    cut = dataclasses.replace(root, children=kept)
+    cut.summary = f"{root.summary}; snapshot {found.id!r} ({found.name!r}) only"
+    return cut
+
+
+def _text(node: Node, name: str) -> str:
+    f = node.field(name)
+    return "" if f is None else str(f.value)
 
 
 def _hexdumps(root: Node, args: argparse.Namespace) -> None:

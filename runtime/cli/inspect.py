@@ -11,6 +11,7 @@ from .common import (
     Parser,
     UsageError,
     add_common,
+    add_snapshot,
     err,
     open_arg,
     print_json,
@@ -33,6 +34,7 @@ def cmd_info(argv: list[str]) -> int:
     p = Parser("info", "Show what an image is: format, sizes, backing file, format details.")
     add_common(p, output=True)
     p.add_argument("--backing-chain", action="store_true", help="also every backing file below")
+    add_snapshot(p)
     p.add_argument("--object", action="append", help="not supported")
     p.add_argument("filename")
     a = p.parse_args(argv)
@@ -40,7 +42,7 @@ def cmd_info(argv: list[str]) -> int:
     # like qemu-img: the backing chain is opened only when asked for (a name stored in an
     # image is shown, not followed)
     image, name = open_arg(a.filename, a.fmt, a.image_opts, backing=a.backing_chain,
-                           share=a.force_share, policy=a.parents)
+                           share=a.force_share, policy=a.parents, snapshot=a.snapshot)
     with image:
         if a.backing_chain:
             infos = chain_info(image, name)
@@ -198,13 +200,15 @@ def cmd_map(argv: list[str]) -> int:
     add_common(p, output=True)
     p.add_argument("-s", "--start-offset", default="0", metavar="OFFSET")
     p.add_argument("-l", "--max-length", metavar="LEN")
+    add_snapshot(p, what=" (map's -l is qemu's --max-length)")
     p.add_argument("--object", action="append", help="not supported")
     p.add_argument("filename")
     a = p.parse_args(argv)
     reject(a.object, "--object")
     start = parse_size(a.start_offset, "start offset")
     length = parse_size(a.max_length, "length") if a.max_length is not None else None
-    image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share, policy=a.parents)
+    image, _ = open_arg(a.filename, a.fmt, a.image_opts, share=a.force_share, policy=a.parents,
+                        snapshot=a.snapshot)
     with image:
         entries = merged(block_status(image, start, length))
         if a.output == "json":
@@ -262,6 +266,8 @@ def cmd_measure(argv: list[str]) -> int:
     else:
         print(f"required size: {result['required']}")
         print(f"fully allocated size: {result['fully-allocated']}")
+        if "bitmaps" in result:
+            print(f"bitmaps size: {result['bitmaps']}")
     return 0
 
 

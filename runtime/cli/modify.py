@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import DiskspecError, UnsupportedFeatureError
 from ..image import create as create_image
 from ..image import open as open_image
+from ..ops.overwrite import Claim, create_into, must_overwrite
 from .common import (
     Parser,
     UsageError,
@@ -74,6 +75,14 @@ def cmd_create(argv: list[str]) -> int:
                 req.size = parent.size
     elif req.size is None:
         raise UsageError("Image creation needs a size parameter")
+    target = Path(a.filename)
+    # qemu prints "Formatting" before it creates; here it comes once every check has passed
+    # (the lock of an existing file included), so a create that fails never prints it
+    if must_overwrite(target):  # as qemu: written into the existing file, unless in use
+        with Claim(target) as claim:
+            create_into(claim, a.fmt, req.size, req.options)
+    else:
+        create_image(target, a.fmt, req.size, **req.options).close()
     if not a.quiet:
         shown = {k: v for k, v in req.options.items() if k != "parent"}
         words = [f"fmt={a.fmt}", f"size={req.size}"]
@@ -81,7 +90,6 @@ def cmd_create(argv: list[str]) -> int:
         if req.backing is not None:
             words += [f"backing_file={a.backing}", f"backing_fmt={backing_format}"]
         print(f"Formatting '{a.filename}', " + " ".join(words))
-    create_image(a.filename, a.fmt, req.size, **req.options).close()
     return 0
 
 
@@ -187,12 +195,12 @@ def cmd_resize(argv: list[str]) -> int:
     with image:
         new_size = parse_relative_size(size_text, image.size)
         if new_size < 0:
-            raise DiskspecError(f"new size {new_size} is negative")
+            raise DiskspecError("New image size must be positive")  # qemu-img's words
         if new_size < image.size and not a.shrink:
-            # one line (qemu prints its warning on a second one); starts with qemu's sentence,
-            # which scripts match
-            err("Use the --shrink option to perform a shrink operation (it deletes the data "
-                f"beyond the new end, {image.size - new_size} bytes).")
+            # one line, as every failure here (qemu prints its warning on a second one): it
+            # starts with qemu's sentence verbatim, which scripts match (README)
+            err("Use the --shrink option to perform a shrink operation. Shrinking deletes "
+                f"the data beyond the new end ({image.size - new_size} bytes).")
             return 1
         if a.preallocation != "off":
             resize_preallocated(image.engine, new_size, a.preallocation)

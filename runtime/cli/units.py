@@ -31,6 +31,9 @@ def parse_size(text: str, what: str = "size") -> int:
     else:
         value = int(number) * scale
     if value >= 1 << 63:
+        if what == "size":  # qemu-img's words for an image size
+            raise DiskspecError(f"Invalid image size specified. Must be between 0 and "
+                                f"{(1 << 63) - 1}.")
         raise DiskspecError(f"{what} {text!r} is too large")
     return value
 

@@ -4,7 +4,13 @@ Like qemu-img compare: runs that both images report as zeros are not read; a run
 reports as zeros is checked for zeros in the other; the rest is read from both in large
 chunks. A difference is reported at the start of its 512-byte sector ("Content mismatch at
 offset N!"). Different sizes are equal when the larger image's excess reads as zeros
-(strict mode: a size difference, or a difference in allocation, is a mismatch).
+(strict mode: a size difference is a mismatch, and so is any difference in block status).
+
+Strict block status is qemu-img's rule: the status words of the two images at each offset
+must be equal, which is every member of a map entry (present, zero, data, whether an offset
+is known) and whether the run reaches the image's end (qemu's EOF flag: two runs of equal
+data whose extents end at different places differ). The entries are map's (host holes only
+under data that maps 1:1 onto its file), as qemu-img's block status reports them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..image import Image
-from .mapping import MapEntry, block_status, merged
+from .mapping import HostHoles, MapEntry, block_status, merged
 
 CHUNK = 8 << 20
 SECTOR = 512
@@ -48,10 +54,11 @@ def compare(a: Image, b: Image, strict: bool = False,
     common = min(a.size, b.size)
     total = max(a.size, b.size)
     r = _Reader(chunk)
-    pairs = _lockstep(merged(block_status(a, 0, common, host_holes="all")),
-                      merged(block_status(b, 0, common, host_holes="all")))
+    holes: HostHoles = "identity" if strict else "all"
+    pairs = _lockstep(merged(block_status(a, 0, common, host_holes=holes)),
+                      merged(block_status(b, 0, common, host_holes=holes)))
     for start, end, ea, eb in pairs:
-        if strict and ea.present != eb.present:
+        if strict and _status(ea, a.size) != _status(eb, b.size):
             return _differ(result, f"Strict mode: Offset {start} block status mismatch!", start)
         if ea.zero and eb.zero:
             pass
@@ -77,6 +84,11 @@ def compare(a: Image, b: Image, strict: bool = False,
             progress(e.end, total)
     result.messages.append("Images are identical.")
     return result
+
+
+def _status(entry: MapEntry, size: int) -> tuple[bool, bool, bool, bool, bool]:
+    """qemu's block status word: ALLOCATED, ZERO, DATA, OFFSET_VALID, EOF."""
+    return entry.present, entry.zero, entry.data, entry.offset is not None, entry.end == size
 
 
 def _differ(result: CompareResult, message: str, offset: int) -> CompareResult:

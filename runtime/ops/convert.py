@@ -7,11 +7,13 @@ everything) are skipped too, so the target stays sparse. Data moves in large pos
 reads into one preallocated buffer, written from there; with nothing to scan (-S 0) between
 two raw files it moves with os.copy_file_range, file to file in the kernel.
 
-Crash safety: a new target is built under a temporary name next to the destination, written
-without the engine's write barriers, flushed once, and renamed over the destination only when
+Crash safety: a target that does not exist yet is built under a temporary name next to it,
+written without the engine's write barriers, flushed once, and renamed into place only when
 complete; on any failure (Ctrl-C included) the temporary file is removed, so no half-written
-image is left behind and an existing destination is untouched until the new one is whole.
-With `no_create` (qemu-img's -n) the existing target is written in place.
+image is left behind. An existing target (a file, a symlink to one, a block device) is written
+in place as qemu-img writes it (its inode, owner and mode stay): the new image is made in it
+(see overwrite.py) and the data copied into it. With `no_create` (qemu-img's -n) the existing
+image is written in place as it is. Errors name the user's file, never the temporary one.
 
 A new target created over a backing file (`options` with `parent`, qemu-img's -B) holds only
 the source's top layer: what the source reads from its own backing is left to the target's,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from ..image import Image
 from ..image import create as create_image
 from ..image import open as open_image
 from .copier import ConvertStats, Copier, Progress
+from .overwrite import Claim, create_into, must_overwrite
 
 # The largest read (and write) of the copy. 4 MiB measured faster than 8 MiB for every
 # bench case (VHD -> raw by ~15-25 ms of ~0.16 s): the buffer just read is still in cache
@@ -76,42 +79,80 @@ def convert(sources: Sequence[Image], target: str | os.PathLike[str], fmt: str |
             raise DiskspecError("-o has no effect when skipping image creation")
         out = open_image(path, "r+", format=fmt)
         tmp: Path | None = None
+        fresh_zeros = False
         if out.size < total:
             out.close()
             raise DiskspecError("output file is smaller than input file")
+    elif must_overwrite(path):
+        if fmt is None:
+            fmt = "raw"
+        tmp = None
+        with Claim(path) as claim:  # in use: refused before anything is written
+            create_into(claim, fmt, total, options)
+        fresh_zeros = True  # a device's old bytes were overwritten with the holes' zeros
+        out = open_image(path, "r+", format=fmt)
     else:
         if fmt is None:
             fmt = "raw"
-        if path.exists() and not path.is_file():
-            raise DiskspecError(f"{path} exists and is not a regular file; use -n to write into it")
         tmp = temporary_name(path)
         tmp.unlink(missing_ok=True)
+        fresh_zeros = True
         try:
-            out = create_image(tmp, fmt, total, **options)
+            with _named(tmp, path):
+                out = create_image(tmp, fmt, total, **options)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
     try:
-        # A new target is a temporary file, deleted on failure: no barriers needed inside
-        # it. An existing one (-n) keeps them unless the caller wants no flushes at all.
-        out.engine.barriers = flush and tmp is None
-        over_backing = tmp is not None and out.backing is not None
-        stats = ConvertStats(size=total)
-        zero_target = (not no_create or target_is_zero) and not over_backing
-        Copier(out, sparse_size, zero_target, chunk, stats, progress, writeback=flush,
-               over_backing=over_backing).run(sources)
-        _close(out, flush)
-        if tmp is not None:
-            os.replace(tmp, path)
-            if flush:
-                _sync_directory(path.parent)
+        with _named(tmp, path):
+            stats = _copy_into(out, sources, total, sparse_size, chunk, progress, flush,
+                               no_create=no_create,
+                               zero_target=(target_is_zero if no_create else fresh_zeros))
+            if tmp is not None:
+                os.replace(tmp, path)
+                if flush:
+                    _sync_directory(path.parent)
     except BaseException:
-        with contextlib.suppress(Exception):
-            _close(out, False)  # no fsync of a file about to be deleted
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise
     return stats
+
+
+def _copy_into(out: Image, sources: Sequence[Image], total: int, sparse_size: int, chunk: int,
+               progress: Progress | None, flush: bool, *, no_create: bool,
+               zero_target: bool) -> ConvertStats:
+    try:
+        # A new target is either a temporary file, deleted on failure, or an existing file
+        # being overwritten: no barriers inside it. An existing image (-n) keeps them unless
+        # the caller wants no flushes at all.
+        out.engine.barriers = flush and no_create
+        over_backing = not no_create and out.backing is not None
+        stats = ConvertStats(size=total)
+        zero_target = zero_target and not over_backing
+        Copier(out, sparse_size, zero_target, chunk, stats, progress, writeback=flush,
+               over_backing=over_backing).run(sources)
+        _close(out, flush)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _close(out, False)  # no fsync of a file about to be deleted or already broken
+        raise
+    return stats
+
+
+@contextlib.contextmanager
+def _named(tmp: Path | None, path: Path) -> Iterator[None]:
+    """Errors about the temporary file name the user's target instead."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None and exc.filename is not None and str(exc.filename) == str(tmp):
+            exc.filename = str(path)
+        raise
+    except DiskspecError as exc:
+        if tmp is not None and str(tmp) in str(exc):
+            raise type(exc)(str(exc).replace(str(tmp), str(path))) from exc
+        raise
 
 
 def _close(out: Image, flush: bool) -> None:

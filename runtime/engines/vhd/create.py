@@ -71,8 +71,8 @@ def create(path: Path, size: int | None, subformat: str = "dynamic",
     elif parent_info is not None and size != round_up(parent_info.size, SECTOR):
         raise DiskspecError(f"a differencing VHD has its parent's size ({parent_info.size} bytes), "
                             f"not {size}")
-    if size <= 0:
-        raise DiskspecError(f"size must be positive, not {size}")
+    if size < 0:  # 0 is a valid, empty disk (qemu-img creates it)
+        raise DiskspecError(f"size must not be negative, not {size}")
     if parent_info is not None:
         force_size = force_size or size != geometry.creation_size(size, False)[0]
     size, chs = geometry.creation_size(size, force_size)

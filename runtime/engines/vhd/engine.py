@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,8 +334,13 @@ class VhdEngine(Engine):
 
         Crash order: the footer moves to the new end, the locator data goes into that fresh
         space, then the header (one sector write) switches to it; until then the old
-        reference is whole. The old locator areas stay behind as leaked space."""
-        from .create import locator_data, vhd_time
+        reference is whole. When the new locators fit into the areas the old ones held
+        (now unreferenced), they are copied there and the header switches again, and the
+        space at the end is given back (footer first, then truncate): no leak is left. A
+        crash in that second round leaves either reference whole, with at most trailing
+        space that `check -r leaks` trims. Locators that do not fit stay at the end and the
+        old areas are left as leaked space (reported by check)."""
+        from .create import locator_data
 
         self.require_writable()
         header = self.header
@@ -349,29 +354,55 @@ class VhdEngine(Engine):
         if check_only:
             return
         absolute = Path(path).resolve()
+        located = locator_data(absolute, self.backend.path.parent)
+        old_areas = sorted((loc.platform_data_offset, reserved)
+                           for loc in header.parent_locators
+                           if loc.platform_code != vhd.PlatformCode.NONE
+                           and (reserved := locators.reserved_bytes(loc)) is not None)
+        old_end = self.data_end
         at = round_up(self.data_end, SECTOR)
-        entries, areas = [], []
-        for code, data in locator_data(absolute, self.backend.path.parent):
+        fresh = []
+        for code, data in located:
             space = max(1024, round_up(len(data), SECTOR))
-            entries.append(vhd.ParentLocator(code, space, len(data), 0, at))
-            areas.append((at, data + bytes(space - len(data))))
+            fresh.append((code, data, at, space))
             at += space
         self.backend.pwrite(at, self.footer.build())  # 1. the footer at the new end
         self.barrier()
-        for offset, data in areas:  # 2. the locator data in the space before it
-            self.backend.pwrite(offset, data)
+        self._switch_locators(parent, Path(path), absolute, fresh)  # 2., 3.
+        self.data_end = at
+        self.file_size = max(self.file_size, at + FOOTER)
+        packed = _pack_locators(located, old_areas)
+        if packed is None:
+            return
+        self._switch_locators(parent, Path(path), absolute, packed)
+        self.backend.pwrite(old_end, self.footer.build())  # the end given back: footer first
         self.barrier()
+        self.backend.truncate(old_end + FOOTER)
+        self.data_end = old_end
+        self.file_size = old_end + FOOTER
+
+    def _switch_locators(self, parent: Any, path: Path, absolute: Path,
+                         placed: Sequence[tuple[Any, bytes, int, int]]) -> None:
+        """Write the locator data at its places (space no reference points at), then switch
+        the header to it and to the parent's identity in one sector write."""
+        from .create import vhd_time
+
+        header = self.header
+        assert header is not None
+        for _, data, offset, space in placed:
+            self.backend.pwrite(offset, data + bytes(space - len(data)))
+        self.barrier()
+        entries = [vhd.ParentLocator(code, space, len(data), 0, offset)
+                   for code, data, offset, space in placed]
         empty = vhd.ParentLocator(vhd.PlatformCode.NONE, 0, 0, 0, 0)
         header.parent_locators = entries + [empty] * (len(header.parent_locators) - len(entries))
         pe = parent.engine
         header.parent_unique_id = pe.footer.unique_id if isinstance(pe, VhdEngine) else bytes(16)
-        header.parent_timestamp = vhd_time(Path(path).stat().st_mtime)
+        header.parent_timestamp = vhd_time(path.stat().st_mtime)
         header.parent_unicode_name = absolute.name[:256].ljust(256, "\0")
         header.update_checksum()
-        self.backend.pwrite(self.footer.data_offset, header.build())  # 3. the switch
+        self.backend.pwrite(self.footer.data_offset, header.build())  # the switch
         self.barrier()
-        self.data_end = at
-        self.file_size = max(self.file_size, at + FOOTER)
 
     # -- mapping ---------------------------------------------------------------------------
 
@@ -731,3 +762,30 @@ class VhdEngine(Engine):
         from .create import create
 
         return create(path, size, **options)
+
+
+def _pack_locators(located: list[tuple[Any, bytes]], areas: list[tuple[int, int]]
+                   ) -> list[tuple[Any, bytes, int, int]] | None:
+    """Place the locator data, in order, into `areas` (offset, bytes) so that every area is
+    used and the last locator in each extends to the area's end (no space left over): one
+    per area when their numbers agree, else packed in order; the placements (code, data,
+    offset, space), or None when they do not fit that way."""
+    if len(located) == len(areas) and all(len(data) <= size for (_, data), (_, size)
+                                          in zip(located, areas, strict=True)):
+        return [(code, data, offset, size)
+                for (code, data), (offset, size) in zip(located, areas, strict=True)]
+    placed: list[tuple[Any, bytes, int, int]] = []
+    k = 0
+    for offset, size in areas:
+        pos, first = offset, len(placed)
+        while k < len(located) and pos + round_up(len(located[k][1]), SECTOR) <= offset + size:
+            code, data = located[k]
+            space = max(SECTOR, round_up(len(data), SECTOR))
+            placed.append((code, data, pos, space))
+            pos += space
+            k += 1
+        if len(placed) == first:
+            return None  # an area left unused would leak
+        code, data, start, _ = placed[-1]
+        placed[-1] = (code, data, start, offset + size - start)
+    return placed if k == len(located) else None

@@ -41,7 +41,9 @@ def creation_size(size: int, force_size: bool) -> tuple[int, tuple[int, int, int
     (vhd.md 4.3), or the exact size with the maximum geometry when `force_size`."""
     size = -(-size // SECTOR) * SECTOR
     if size // SECTOR > MAX_SECTORS:
-        raise DiskspecError(f"VHD images hold at most {MAX_SECTORS * SECTOR} bytes")
+        # qemu-img's words (scripts match them), then the limit
+        raise DiskspecError("The image size is too large for file format 'vpc' "
+                            f"(at most {MAX_SECTORS * SECTOR} bytes)")
     if force_size:
         return size, (65535, 16, 255)
     wanted = min(MAX_CHS_SECTORS, size // SECTOR)

@@ -61,8 +61,11 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
                             f"not {size}")
     if logical_sector_size not in (512, 4096) or physical_sector_size not in (512, 4096):
         raise DiskspecError("sector sizes must be 512 or 4096")
-    if size <= 0 or size % logical_sector_size or size > 64 << 40:
-        raise DiskspecError(f"size must be a positive multiple of {logical_sector_size} up to 64 TiB")
+    if size > 64 << 40:
+        raise DiskspecError("Image size too large; max of 64TB")  # qemu-img's words
+    if size < 0:  # 0 is a valid, empty disk (as with qemu-img)
+        raise DiskspecError(f"size must not be negative, not {size}")
+    size = round_up(size, logical_sector_size)  # as qemu-img: 1000 bytes make a 1 KiB disk
     block_size = block_size or auto_block_size(size)
     if block_size < MIB or block_size > 256 * MIB or block_size & (block_size - 1):
         raise DiskspecError(f"block_size must be a power of two from 1 MiB to 256 MiB, not {block_size}")
@@ -74,9 +77,13 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
     # [MS-VHDX] 2.5: differencing BATs always end with a sector bitmap entry
     entries = ceil_div(blocks, cr) * (cr + 1) if subformat == "differencing" else \
         blocks + (blocks - 1) // cr
+    # qemu computes the count of an empty disk with an unsigned 32-bit blocks - 1 that wraps,
+    # and refuses a BAT region smaller than that: reserve it (a hole) so qemu opens ours
+    reserved = entries if blocks else (0xFFFFFFFF >> (cr.bit_length() - 1))
+    entries = max(entries, 0)
     log_offset = MIB
     bat_offset = log_offset + log_size
-    bat_length = round_up(entries * 8, MIB)
+    bat_length = round_up(reserved * 8, MIB)
     meta_offset = bat_offset + bat_length
     meta_length = MIB
     data_offset = meta_offset + meta_length
@@ -104,7 +111,8 @@ def create(path: Path, size: int | None, subformat: str = "dynamic", block_size:
             reserved_tail=bytes(64 * KIB - 16 - 64))
         for at in (192 * KIB, 256 * KIB):
             backend.pwrite(at, regions.update_checksum().build())
-        backend.pwrite(bat_offset, vhdx.Bat(num_entries=entries, entries=bat).build())
+        if entries:
+            backend.pwrite(bat_offset, vhdx.Bat(num_entries=entries, entries=bat).build())
         backend.pwrite(meta_offset, _metadata(size, block_size, logical_sector_size,
                                               physical_sector_size, subformat, linkage,
                                               parent_path, path))
